@@ -1,0 +1,20 @@
+"""Datasets: :func:`load` by name, the :class:`DataInfo` every model reads, 2-D toys."""
+
+from ._core import DataInfo, Dataset, available, load, split_off_validation
+from ._files import BINARIZED_MNIST_URL, data_root, download_binarized_mnist, parse_amat
+from ._toy import TOY_SIZES, mode_centers, sample_toy
+
+__all__ = [
+    "BINARIZED_MNIST_URL",
+    "DataInfo",
+    "Dataset",
+    "TOY_SIZES",
+    "available",
+    "data_root",
+    "download_binarized_mnist",
+    "load",
+    "mode_centers",
+    "parse_amat",
+    "sample_toy",
+    "split_off_validation",
+]

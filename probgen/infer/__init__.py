@@ -1,0 +1,27 @@
+"""Inference: the training loop, objectives, likelihood estimators, checkpoints."""
+
+from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
+from .fit import FitResult, NonFiniteLossError, fit, resolve_device
+from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator
+from .objectives import IWAE, OBJECTIVES, Objective, SVIObjective, resolve_objective
+
+__all__ = [
+    "CheckpointError",
+    "ESTIMATORS",
+    "FitResult",
+    "IWAE",
+    "LikelihoodEstimate",
+    "NonFiniteLossError",
+    "OBJECTIVES",
+    "Objective",
+    "SVIObjective",
+    "fit",
+    "load_checkpoint",
+    "load_model",
+    "log_likelihood",
+    "register_estimator",
+    "resolve_device",
+    "resolve_objective",
+    "save_checkpoint",
+    "save_model",
+]

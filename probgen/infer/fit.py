@@ -1,0 +1,273 @@
+"""The one training loop, shared by every family and objective."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .objectives import Objective, resolve_objective
+
+__all__ = ["fit", "FitResult", "NonFiniteLossError", "resolve_device"]
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; parameters were not updated with it."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    :ivar history: per-epoch lists: ``"train_loss"`` and ``"valid_loss"`` (nats per data
+        point; ``valid_loss`` is empty without validation data) and ``"seconds"``.
+    :ivar best_epoch: 1-based epoch of the lowest validation loss (training loss without
+        validation data).
+    """
+
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_loss: float
+    epochs_run: int
+    stopped_early: bool
+    checkpoint_dir: Path | None = None
+
+    def plot(self, path: str | Path) -> Path:
+        """Save the loss curves as a PNG."""
+        from ..diagnostics.plots import save_loss_curve
+
+        return save_loss_curve(self.history, path)
+
+    def __repr__(self):
+        return (
+            f"FitResult(epochs_run={self.epochs_run}, best_epoch={self.best_epoch}, "
+            f"best_loss={self.best_loss:.4f} nats, stopped_early={self.stopped_early})"
+        )
+
+
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but CUDA is not available on this machine")
+    return device
+
+
+def _rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _batches(data, batch_size, generator=None):
+    order = torch.randperm(len(data), generator=generator) if generator is not None else torch.arange(len(data))
+    for start in range(0, len(data), batch_size):
+        yield data[order[start : start + batch_size].to(data.device)]
+
+
+def fit(
+    model,
+    train: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float | dict[str, float] = 1e-3,
+    objective=None,
+    optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+    optimizer_options: dict | None = None,
+    device="auto",
+    seed: int = 0,
+    clip_grad: float | None = None,
+    patience: int | None = None,
+    restore_best: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train any probgen model (or any object keeping the model protocol).
+
+    :param model: a model with ``model``/``guide`` methods, e.g. :class:`probgen.VAE`.
+    :param train: training data, data points along dim 0.
+    :param valid: optional validation data: its loss is recorded every epoch, picks the
+        best epoch, drives early stopping (``patience``) and, with ``restore_best``, the
+        weights the model ends with.
+    :param lr: one learning rate, or one per parameter group (``{"generator": ...}``).
+    :param objective: ``None`` (the model's default), a name (``"elbo"``, ``"meanfield"``,
+        ``"iwae"``, ``"iwae:k"``), a Pyro ELBO, or an :class:`~probgen.infer.Objective`.
+    :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    :param seed: seeds torch and Pyro; the data order of epoch ``e`` depends only on
+        ``seed`` and ``e``, which, with the random state saved in checkpoints, makes a
+        resumed run repeat an uninterrupted one exactly.
+    :param clip_grad: clip each group's gradient norm to this value.
+    :param checkpoint_dir: write ``last.pt`` every epoch and ``best.pt`` at each new best,
+        atomically. A folder that already holds a checkpoint is refused unless ``resume``.
+    :param resume: continue from ``checkpoint_dir/last.pt`` (start afresh if there is none).
+    :param progress: show a tqdm progress bar.
+
+    Losses are nats per data point (the negative ELBO for SVI objectives). A NaN or
+    infinite loss raises :class:`NonFiniteLossError` naming the epoch and step before any
+    parameter is updated with it; checkpoints already written stay as they were.
+    """
+    objective = resolve_objective(model, objective)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    model.validate(train, "train")
+    if valid is not None:
+        model.validate(valid, "valid")
+    device = resolve_device(device)
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    state = None
+    if checkpoint_dir is not None:
+        if resume and (checkpoint_dir / LAST).exists():
+            state = load_checkpoint(checkpoint_dir / LAST, required=("model", "optimizers", "epoch", "history", "rng"))
+        elif not resume and any((checkpoint_dir / name).exists() for name in (LAST, BEST)):
+            raise FileExistsError(
+                f"{checkpoint_dir} already holds a checkpoint; pass resume=True to continue it, "
+                "or choose another checkpoint_dir (nothing was overwritten)"
+            )
+    elif resume:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+
+    model.to(device)
+    train = train.to(device)
+    valid = valid.to(device) if valid is not None else None
+    pyro.set_rng_seed(seed)
+
+    groups = objective.parameter_groups(model)
+    rates = lr if isinstance(lr, dict) else {name: lr for name in groups}
+    missing = set(groups) - set(rates)
+    if missing:
+        raise ValueError(f"lr gives no learning rate for the parameter groups {sorted(missing)}")
+    for name, params in groups.items():
+        if not params:
+            raise ValueError(f"parameter group {name!r} has no trainable parameters")
+    optimizers = {
+        name: optimizer(params, lr=rates[name], **(optimizer_options or {})) for name, params in groups.items()
+    }
+
+    history = {"train_loss": [], "valid_loss": [], "seconds": []}
+    start_epoch = 1
+    best_state = None
+    if state is not None:
+        _check_config(model, state, checkpoint_dir / LAST)
+        model.load_state_dict(state["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        history = {key: list(values) for key, values in state["history"].items()}
+        start_epoch = state["epoch"] + 1
+        _set_rng_state(state["rng"])
+        if restore_best and (checkpoint_dir / BEST).exists():
+            best_state = load_checkpoint(checkpoint_dir / BEST)["model"]
+
+    monitor = "valid_loss" if valid is not None else "train_loss"
+    best_epoch, best_loss = _best(history[monitor])
+    stopped_early = False
+    epoch = start_epoch - 1
+    step = 0
+
+    def update(group: str, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            saved = f"; the last good checkpoint is {checkpoint_dir / LAST}" if checkpoint_dir and epoch > 1 else ""
+            raise NonFiniteLossError(
+                f"the {group} loss is {loss.item()} at epoch {epoch}, step {step}; no parameter was "
+                f"updated with it{saved}. Try a smaller lr or clip_grad."
+            )
+        opt = optimizers[group]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(groups[group], clip_grad)
+        opt.step()
+
+    bar = tqdm(total=epochs, initial=start_epoch - 1, desc=f"fit {getattr(model, 'family', 'model')}",
+               unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            began = time.perf_counter()
+            model.train()
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            total = 0.0
+            for step, batch in enumerate(_batches(train, batch_size, generator), 1):
+                total += objective.train_step(model, batch, update) * len(batch)
+            history["train_loss"].append(total / len(train))
+            if valid is not None:
+                history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
+            history["seconds"].append(time.perf_counter() - began)
+
+            current = history[monitor][-1]
+            improved = current < best_loss
+            if improved:
+                best_epoch, best_loss = epoch, current
+                if restore_best and valid is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            if checkpoint_dir is not None:
+                snapshot = {
+                    "format": 1,
+                    "config": getattr(model, "config", None),
+                    "model": model.state_dict(),
+                    "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+                    "epoch": epoch,
+                    "history": history,
+                    "rng": _rng_state(),
+                    "seed": seed,
+                }
+                if improved:
+                    save_checkpoint(snapshot, checkpoint_dir / BEST)
+                save_checkpoint(snapshot, checkpoint_dir / LAST)
+            postfix = {"train": f"{history['train_loss'][-1]:.3f}"}
+            if valid is not None:
+                postfix["valid"] = f"{history['valid_loss'][-1]:.3f}"
+            bar.set_postfix(postfix)
+            bar.update(1)
+            if patience is not None and epoch - best_epoch >= patience:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+
+    if restore_best and valid is not None and best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(history, best_epoch, best_loss, epoch, stopped_early, checkpoint_dir)
+
+
+@torch.no_grad()
+def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: int) -> float:
+    """The objective's loss over ``data`` in nats per data point, without updates."""
+    model.eval()
+    total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(data, batch_size))
+    model.train()
+    return total / len(data)
+
+
+def _best(values):
+    if not values:
+        return 0, math.inf
+    index = min(range(len(values)), key=values.__getitem__)
+    return index + 1, values[index]
+
+
+def _check_config(model, state, path):
+    saved, current = state.get("config"), getattr(model, "config", None)
+    if saved and current and saved != current:
+        raise CheckpointError(f"{path} was written for a different model: saved config {saved}, this model {current}")

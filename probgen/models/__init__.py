@@ -1,0 +1,6 @@
+"""Model families, each a PyroModule with ``model()`` and ``guide()``."""
+
+from .base import FAMILIES, GenerativeModel, build_model, register_family, trace_log_weights
+from .vae import VAE, resolve_prior
+
+__all__ = ["FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]

@@ -1,0 +1,135 @@
+"""The protocol every probgen model keeps, and the importance weights all families share.
+
+A model is a :class:`pyro.nn.PyroModule` with
+
+- ``model(x=None)``: the generative program; the data site is ``"x"`` under the plate
+  ``"data"`` (dim -1); with ``x=None`` it samples;
+- ``guide(x)``: the amortized variational program (empty for a flow);
+- ``sample(n)``: ``n`` draws in the data's space;
+- ``log_weights(x, num_samples)``: a ``(num_samples, num_data)`` tensor of log importance
+  weights :math:`\\log p(x, z) - \\log q(z \\mid x)` with :math:`z \\sim q`, from which
+  :func:`probgen.log_likelihood` forms the ELBO, the IWAE bound or the exact value;
+- ``validate(x)``: raises a clear error on data the model cannot score;
+- class attributes ``family``, ``likelihood_methods`` (the estimators that are valid for
+  it, best first) and ``default_objective`` (the name of the objective :func:`probgen.fit`
+  uses when none is given).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.nn import PyroModule
+
+from ..datasets import DataInfo
+from ..distributions import Likelihood, validate_data
+
+__all__ = ["GenerativeModel", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
+
+FAMILIES: dict[str, type] = {}
+
+
+def register_family(name: str):
+    """Class decorator: make a model family rebuildable from its ``config``."""
+
+    def decorate(cls):
+        cls.family = name
+        FAMILIES[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_model(config: dict) -> "GenerativeModel":
+    """Rebuild a model from the ``config`` dict a checkpoint holds."""
+    config = dict(config)
+    family = config.pop("family", None)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[family](**config)
+
+
+def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> torch.Tensor:
+    """Log importance weights ``log p(x, z) - log q(z | x)``, shape ``(num_samples, num_data)``.
+
+    The guide and the replayed model run once, vectorized over an outer plate of
+    ``num_samples`` particles (dim -2), so no Python loop runs per particle or per data
+    point. Every sample site's log-density is kept per data point (the plate ``"data"``
+    at dim -1), which is what a per-data-point likelihood needs.
+    """
+    with pyro.plate("_particles", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide_fn).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(*args, **kwargs)
+    log_w = 0.0
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        trace.compute_log_prob()  # applies each site's scale and mask
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                log_w = log_w + sign * site["log_prob"]
+    if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2 or log_w.shape[0] != num_samples:
+        raise ValueError(
+            "expected the model's sample sites to be batched as (particles, data) under plate "
+            f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}"
+        )
+    return log_w
+
+
+def _move_distribution(d, device):
+    """A shallow copy of a torch distribution with every tensor moved to ``device``."""
+    moved = copy.copy(d)
+    for key, value in vars(d).items():
+        if isinstance(value, torch.Tensor):
+            setattr(moved, key, value.to(device))
+        elif isinstance(value, torch.distributions.Distribution):
+            setattr(moved, key, _move_distribution(value, device))
+    return moved
+
+
+class GenerativeModel(PyroModule):
+    """Base class of probgen's models. See the module docstring for the protocol."""
+
+    family = "model"
+    likelihood_methods: tuple[str, ...] = ("iwae", "elbo")
+    default_objective = "elbo"
+
+    def __init__(self, event_shape, likelihood: Likelihood | None = None):
+        super().__init__()
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.likelihood = likelihood
+        self.config: dict | None = None
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.event_shape)
+
+    @property
+    def info(self) -> DataInfo:
+        """The support this model scores: from its likelihood, real data otherwise."""
+        if isinstance(self.likelihood, Likelihood):
+            return self.likelihood.info
+        return DataInfo("", self.event_shape, "real")
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def validate(self, x: torch.Tensor, what: str = "data") -> None:
+        """Raise a clear error unless ``x`` is a batch of data this model can score."""
+        if isinstance(self.likelihood, Likelihood):
+            self.likelihood.validate(x, what)
+        else:
+            validate_data(x, self.event_shape, what)
+
+    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        return trace_log_weights(self.model, self.guide, num_samples, x)
+
+    def extra_repr(self) -> str:
+        return f"event_shape={self.event_shape}"

@@ -1,0 +1,232 @@
+r"""The variational autoencoder as a Pyro model and an amortized guide.
+
+.. math::
+
+    z_n \sim p(z), \qquad x_n \mid z_n \sim p_\theta(x \mid z_n), \qquad
+    q_\phi(z_n \mid x_n) = \mathcal{N}(\mu_\phi(x_n), \mathrm{diag}\,\sigma^2_\phi(x_n)).
+
+Every part is pluggable: the prior (any Pyro distribution over ``latent_dim``-vectors,
+a module or callable returning one, or ``"normal"``, ``"mixture"``, ``"vamp"``), the
+observation likelihood (a name, a :class:`~probgen.distributions.Likelihood`, or a callable
+from decoder output to a distribution), and the encoder and decoder networks.
+
+References:
+    Kingma, Welling (2014). Auto-Encoding Variational Bayes. ICLR.
+    Rezende, Mohamed, Wierstra (2014). Stochastic Backpropagation and Approximate Inference
+    in Deep Generative Models. ICML.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import pyro_method
+from torch import nn
+
+from ..distributions import (
+    Likelihood,
+    MixturePrior,
+    StandardNormalPrior,
+    VampPrior,
+    check_prior,
+    likelihood as make_likelihood,
+)
+from ..nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .base import GenerativeModel, _move_distribution, register_family
+
+__all__ = ["VAE", "resolve_prior"]
+
+
+class _FixedPrior(nn.Module):
+    """Holds a user's distribution and moves its tensors along with the model."""
+
+    def __init__(self, distribution):
+        super().__init__()
+        self.distribution = distribution
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def forward(self):
+        device = self._anchor.device
+        if self.distribution.sample().device != device:
+            self.distribution = _move_distribution(self.distribution, device)
+        return self.distribution
+
+
+class _CallablePrior(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self):
+        return self.fn()
+
+
+def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=None) -> nn.Module:
+    """Turn any accepted prior specification into a module whose ``forward()`` returns it."""
+    if prior is None or prior == "normal":
+        return StandardNormalPrior(latent_dim)
+    if prior == "mixture":
+        return MixturePrior(latent_dim)
+    if prior == "vamp":
+        if posterior_params is None:
+            raise ValueError("the 'vamp' prior needs the VAE's encoder")
+        pseudo_inputs = torch.rand(50, *event_shape)
+        return VampPrior(posterior_params, pseudo_inputs)
+    if isinstance(prior, str):
+        raise ValueError(f"unknown prior {prior!r}; expected 'normal', 'mixture', 'vamp', a distribution or a module")
+    if isinstance(prior, torch.distributions.Distribution):
+        check_prior(prior, latent_dim)
+        return _FixedPrior(prior)
+    if isinstance(prior, nn.Module):
+        return prior
+    if callable(prior):
+        return _CallablePrior(prior)
+    raise TypeError(f"cannot use {type(prior).__name__} as a prior")
+
+
+@register_family("vae")
+class VAE(GenerativeModel):
+    """A variational autoencoder: a Pyro model and an amortized Gaussian guide.
+
+    :param event_shape: shape of one data point, e.g. ``(28, 28)``.
+    :param latent_dim: dimension of :math:`z`.
+    :param likelihood: ``"bernoulli"``, ``"categorical"``, ``"discretized_logistic"``,
+        ``"normal"``, a :class:`~probgen.distributions.Likelihood`, or a callable mapping the
+        decoder's output to a distribution over one data point.
+    :param num_levels: levels of discrete data, for the named discrete likelihoods.
+    :param prior: ``"normal"`` (default), ``"mixture"``, ``"vamp"``, a Pyro distribution with
+        event shape ``(latent_dim,)``, or a module/callable returning one.
+    :param encoder: a module mapping a batch of (scaled) data to feature vectors; its
+        ``out_features`` attribute, or a trial call, gives the feature size.
+    :param decoder: a module mapping latents to the likelihood's parameters (a flat vector of
+        ``likelihood.num_outputs`` numbers for the named likelihoods).
+    :param network: ``"mlp"`` or ``"conv"``: the default encoder/decoder pair.
+    :param hidden: hidden sizes of the default MLPs.
+
+    Example::
+
+        >>> import probgen as pg, torch
+        >>> vae = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
+        >>> vae.sample(3).shape
+        torch.Size([3, 8, 8])
+    """
+
+    likelihood_methods = ("iwae", "elbo")
+    default_objective = "elbo"
+
+    def __init__(
+        self,
+        event_shape,
+        latent_dim: int,
+        *,
+        likelihood: str | Likelihood | Callable = "bernoulli",
+        num_levels: int | None = None,
+        prior="normal",
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        network: str = "mlp",
+        hidden: tuple[int, ...] = (256, 256),
+    ):
+        event_shape = tuple(int(s) for s in event_shape)
+        # only a model built from names can be rebuilt from a checkpoint's config
+        rebuildable = isinstance(likelihood, str) and isinstance(prior, str) and encoder is None and decoder is None
+        likelihood_name = likelihood
+        if isinstance(likelihood, str):
+            likelihood = make_likelihood(likelihood, event_shape, num_levels)
+        elif not callable(likelihood):
+            raise TypeError(f"likelihood must be a name, a Likelihood or a callable, got {type(likelihood).__name__}")
+        super().__init__(event_shape, likelihood)
+        if isinstance(likelihood, Likelihood) and likelihood.event_shape != event_shape:
+            raise ValueError(f"likelihood has event_shape {likelihood.event_shape}, the VAE {event_shape}")
+        if network not in ("mlp", "conv"):
+            raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
+        self.latent_dim = int(latent_dim)
+        hidden = tuple(hidden)
+
+        if encoder is None:
+            encoder = MLPEncoder(event_shape, hidden) if network == "mlp" else ConvEncoder(event_shape)
+        self.encoder = encoder
+        features = getattr(encoder, "out_features", None)
+        if features is None:
+            with torch.no_grad():
+                features = encoder(torch.zeros(1, *event_shape)).shape[-1]
+        self.posterior_head = nn.Linear(features, 2 * self.latent_dim)
+
+        if decoder is None:
+            if not isinstance(likelihood, Likelihood):
+                raise ValueError("a callable likelihood needs a decoder: pass decoder=... whose output it reads")
+            if network == "mlp":
+                decoder = MLPDecoder(self.latent_dim, likelihood.num_outputs, hidden[::-1])
+            else:
+                decoder = ConvDecoder(self.latent_dim, event_shape, likelihood.num_params)
+        self.decoder = decoder
+        self.prior = resolve_prior(prior, self.latent_dim, self._posterior_params, event_shape)
+
+        if rebuildable:
+            self.config = {
+                "family": "vae",
+                "event_shape": list(event_shape),
+                "latent_dim": self.latent_dim,
+                "likelihood": likelihood_name,
+                "num_levels": num_levels,
+                "prior": prior,
+                "network": network,
+                "hidden": list(hidden),
+            }
+
+    # -- pieces -------------------------------------------------------------------------
+
+    def _network_input(self, x):
+        return self.likelihood.network_input(x) if isinstance(self.likelihood, Likelihood) else x
+
+    def _posterior_params(self, network_input):
+        """``(loc, scale)`` of the diagonal Normal :math:`q(z \\mid x)` and the encoder features."""
+        features = self.encoder(network_input)
+        loc, raw_scale = self.posterior_head(features).chunk(2, -1)
+        return loc, F.softplus(raw_scale) + 1e-4
+
+    def prior_distribution(self) -> dist.TorchDistribution:
+        """The prior :math:`p(z)` as a distribution over ``latent_dim``-vectors."""
+        return self.prior()
+
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution :math:`p(x \\mid z)` over one data point per latent."""
+        return self.likelihood(self.decoder(z))
+
+    # -- the Pyro program ---------------------------------------------------------------
+
+    @pyro_method
+    def model(self, x: torch.Tensor | None = None, *, num_data: int | None = None):
+        """The generative program: ``z ~ prior``, ``x ~ p(x | z)``, under plate ``"data"``."""
+        n = len(x) if x is not None else (num_data or 1)
+        prior = self.prior_distribution()
+        with pyro.plate("data", n, dim=-1):
+            z = pyro.sample("z", prior)
+            return pyro.sample("x", self.observation(z), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, *, num_data: int | None = None):
+        """The amortized posterior :math:`q(z \\mid x)`, one latent per data point."""
+        with pyro.plate("data", len(x), dim=-1):
+            loc, scale = self._posterior_params(self._network_input(x))
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
+        """``n`` draws of :math:`x`; with ``mean=True`` the likelihood's mean given each
+        :math:`z` instead (what sample grids show)."""
+        z = self.prior_distribution().sample((n,))
+        output = self.decoder(z)
+        if mean:
+            if isinstance(self.likelihood, Likelihood):
+                return self.likelihood.mean(output)
+            return self.likelihood(output).mean
+        return self.likelihood(output).sample()
+
+    def extra_repr(self) -> str:
+        return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, likelihood={self.likelihood}"
+
