@@ -21,10 +21,14 @@ from .infer import (  # noqa: E402
     save_model,
 )
 from .models import VAE  # noqa: E402
+from .models import GAN  # noqa: E402
+from . import metrics  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GAN",
+    "metrics",
     "IWAE",
     "FitResult",
     "LikelihoodEstimate",

@@ -13,6 +13,7 @@ import math
 from typing import Callable
 
 import pyro.infer
+import pyro.poutine as poutine
 import torch
 
 from ..models.base import trace_log_weights
@@ -78,6 +79,11 @@ class IWAE(pyro.infer.ELBO):
 
     def __init__(self, num_particles: int = 5):
         super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_w = trace_log_weights(model, guide, self.num_particles, *args, **kwargs)

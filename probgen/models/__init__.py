@@ -2,5 +2,6 @@
 
 from .base import FAMILIES, GenerativeModel, build_model, register_family, trace_log_weights
 from .vae import VAE, resolve_prior
+from .gan import GAN, gan
 
-__all__ = ["FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]
+__all__ = ["GAN", "gan", "FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]

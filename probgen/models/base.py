@@ -18,12 +18,15 @@ A model is a :class:`pyro.nn.PyroModule` with
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import weakref
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.messenger import Messenger
 
 from ..datasets import DataInfo
 from ..distributions import Likelihood, validate_data
@@ -89,8 +92,42 @@ def _move_distribution(d, device):
     return moved
 
 
+class _ParamSitesForSVI(Messenger):
+    """Make the ``param`` sites of plain ``nn.Module`` parameters usable by ``pyro.infer.SVI``.
+
+    Under ``module_local_params`` a PyroModule announces the parameters of its plain
+    submodules with ``param`` statements whose value is the bare ``nn.Parameter``, while
+    SVI asks every param site's value for ``.unconstrained()``. This handler gives such a
+    site a view of the parameter that answers it, leaving the parameter itself untouched.
+    """
+
+    def _process_message(self, msg):
+        if msg["type"] == "param" and msg["value"] is None and len(msg["args"]) > 1:
+            param = msg["args"][1]
+            if isinstance(param, torch.nn.Parameter) and not hasattr(param, "unconstrained"):
+                alias = param.view_as(param)
+                alias.unconstrained = weakref.ref(param)
+                msg["value"] = alias
+                msg["done"] = True
+
+
+def _announce_params_for_svi(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _ParamSitesForSVI():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class GenerativeModel(PyroModule):
     """Base class of probgen's models. See the module docstring for the protocol."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("model", "guide"):
+            if name in cls.__dict__:
+                setattr(cls, name, _announce_params_for_svi(cls.__dict__[name]))
 
     family = "model"
     likelihood_methods: tuple[str, ...] = ("iwae", "elbo")

@@ -1,0 +1,224 @@
+r"""The adversarial objective: trains any Pyro model with a reparameterized ``"x"`` site
+against a discriminator, inside :func:`probgen.fit`.
+
+Each call of :meth:`Adversarial.train_step` takes ``k`` discriminator steps on the batch
+(each against fresh samples) and then one generator step. The generator's samples are read
+from the model's Pyro trace at site ``"x"`` (run as ``model.model(None, num_data=n)``), so a
+:class:`~probgen.GAN`, a VAE's decoder with its prior, or any program that draws ``"x"``
+with ``rsample`` can be the generator. With :math:`D` the discriminator's real-valued score,
+:math:`x \sim p_\text{data}` and :math:`\tilde x \sim p_\theta`:
+
+- ``"nonsaturating"``: :math:`L_D = \mathbb{E}\,\text{softplus}(-D(x)) +
+  \mathbb{E}\,\text{softplus}(D(\tilde x))`, :math:`L_G = \mathbb{E}\,\text{softplus}(-D(\tilde x))`
+  (Goodfellow et al., 2014);
+- ``"hinge"``: :math:`L_D = \mathbb{E}\max(0, 1 - D(x)) + \mathbb{E}\max(0, 1 + D(\tilde x))`,
+  :math:`L_G = -\mathbb{E}\,D(\tilde x)` (Lim & Ye, 2017; Miyato et al., 2018);
+- ``"wgan-gp"``: :math:`L_D = \mathbb{E}\,D(\tilde x) - \mathbb{E}\,D(x) + \lambda\,
+  \mathbb{E}\,(\lVert\nabla_{\hat x} D(\hat x)\rVert_2 - 1)^2`, :math:`L_G = -\mathbb{E}\,D(\tilde x)`,
+  with :math:`\hat x = \epsilon x + (1 - \epsilon)\tilde x` and one :math:`\epsilon \sim U(0, 1)`
+  per example (Gulrajani et al., 2017).
+
+The loss :func:`probgen.fit` records is the discriminator's estimate of the divergence the
+loss targets (lower means the generator is closer to the data): :math:`\log 2 - L_D / 2`
+for the non-saturating loss (Jensen-Shannon, nats), :math:`1 - L_D / 2` for the hinge loss
+(total variation), and :math:`\mathbb{E}\,D(x) - \mathbb{E}\,D(\tilde x)` for WGAN-GP
+(Wasserstein-1). They are only as good as the discriminator, and not likelihoods.
+
+References:
+    Goodfellow et al. (2014). Generative Adversarial Nets. NeurIPS.
+    Gulrajani, Ahmed, Arjovsky, Dumoulin, Courville (2017). Improved Training of Wasserstein
+    GANs. NeurIPS.
+    Lim, Ye (2017). Geometric GAN. arXiv:1705.02894.
+    Miyato, Kataoka, Koyama, Yoshida (2018). Spectral Normalization for Generative
+    Adversarial Networks. ICLR.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+
+from .objectives import Objective
+
+__all__ = ["Adversarial", "adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate"]
+
+LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+
+
+def _check_loss(loss):
+    if loss not in LOSSES:
+        raise ValueError(f"unknown adversarial loss {loss!r}; expected one of {list(LOSSES)}")
+
+
+def discriminator_loss(loss: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The discriminator's loss from its scores on data and on samples (no gradient penalty)."""
+    _check_loss(loss)
+    if loss == "nonsaturating":
+        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+    if loss == "hinge":
+        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+    return fake_scores.mean() - real_scores.mean()
+
+
+def generator_loss(loss: str, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The generator's loss from the discriminator's scores on its samples."""
+    _check_loss(loss)
+    if loss == "nonsaturating":
+        return F.softplus(-fake_scores).mean()
+    return -fake_scores.mean()
+
+
+def divergence_estimate(loss: str, discriminator_loss_value: float) -> float:
+    """The divergence a discriminator loss (without penalty) implies; see the module docstring."""
+    _check_loss(loss)
+    if loss == "nonsaturating":
+        return math.log(2) - discriminator_loss_value / 2
+    if loss == "hinge":
+        return 1 - discriminator_loss_value / 2
+    return -discriminator_loss_value
+
+
+def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0,
+                     epsilon: torch.Tensor | None = None) -> torch.Tensor:
+    r"""The WGAN-GP penalty :math:`\lambda\,\frac1n\sum_i(\lVert\nabla D(\hat x_i)\rVert_2 - 1)^2`
+    at :math:`\hat x_i = \epsilon_i x_i + (1 - \epsilon_i)\tilde x_i`, one :math:`\epsilon_i`
+    per example.
+
+    One backward pass of :math:`\sum_i D(\hat x_i)` gives every example's own gradient,
+    because each score depends on its own input only (a discriminator with batch
+    normalization breaks this; use layer or spectral normalization instead).
+
+    :param epsilon: the interpolation weights, shape ``(n,)``; drawn uniformly by default.
+    """
+    n = len(real)
+    if epsilon is None:
+        epsilon = torch.rand(n, device=real.device, dtype=real.dtype)
+    epsilon = epsilon.reshape(n, *([1] * (real.dim() - 1)))
+    mixed = (epsilon * real + (1 - epsilon) * fake).detach().requires_grad_(True)
+    scores = discriminator(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = grad.reshape(n, -1).norm(dim=1)
+    return weight * ((norms - 1) ** 2).mean()
+
+
+def _scores(discriminator, x):
+    scores = discriminator(x)
+    if scores.dim() == 2 and scores.shape[-1] == 1:
+        scores = scores.squeeze(-1)
+    if scores.shape != (len(x),):
+        raise ValueError(f"the discriminator must return one score per data point, shape ({len(x)},); got {tuple(scores.shape)}")
+    return scores
+
+
+class Adversarial(Objective):
+    """Adversarial training for :func:`probgen.fit`: parameter groups ``"generator"`` and
+    ``"discriminator"``, each with its own optimizer and learning rate.
+
+    :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``.
+    :param discriminator_steps: discriminator updates per generator update (``k``).
+    :param gp_weight: :math:`\\lambda` of the gradient penalty (``"wgan-gp"`` only).
+    :param discriminator: the discriminator module; by default ``model.discriminator``. One
+        given here is not part of the model, so checkpoints of :func:`probgen.fit` do not
+        hold its weights (its optimizer state they do): attach it to the model
+        (``model.discriminator = d``) to checkpoint it.
+
+    Example::
+
+        >>> import probgen as pg
+        >>> gan = pg.GAN((2,), 2)
+        >>> data = pg.datasets.load("ring8")
+        >>> run = pg.fit(gan, data.train[:512], objective=pg.infer.Adversarial("hinge"),
+        ...              epochs=1, lr={"generator": 1e-4, "discriminator": 4e-4}, progress=False)
+        >>> len(run.history["train_loss"])
+        1
+    """
+
+    def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
+                 discriminator: torch.nn.Module | None = None):
+        _check_loss(loss)
+        if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
+            raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
+        if not gp_weight >= 0:
+            raise ValueError(f"gp_weight must be non-negative, got {gp_weight!r}")
+        self.loss = loss
+        self.discriminator_steps = discriminator_steps
+        self.gp_weight = float(gp_weight)
+        self.discriminator = discriminator
+
+    def _discriminator(self, model):
+        d = self.discriminator if self.discriminator is not None else getattr(model, "discriminator", None)
+        if not isinstance(d, torch.nn.Module):
+            raise TypeError(
+                f"adversarial training needs a discriminator module: {type(model).__name__} has no "
+                "'discriminator' attribute; pass Adversarial(discriminator=...)"
+            )
+        return d
+
+    def parameter_groups(self, model):
+        d_params = [p for p in self._discriminator(model).parameters() if p.requires_grad]
+        taken = {id(p) for p in d_params}
+        g_params = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+        return {"generator": g_params, "discriminator": d_params}
+
+    @staticmethod
+    def generate(model, n: int) -> torch.Tensor:
+        """``n`` samples read from site ``"x"`` of the model's trace, differentiable in the
+        generator's parameters."""
+        trace = poutine.trace(model.model).get_trace(None, num_data=n)
+        site = trace.nodes.get("x")
+        if site is None or site["type"] != "sample":
+            raise ValueError(f"{type(model).__name__}.model has no sample site 'x' to train adversarially")
+        if site["is_observed"]:
+            raise ValueError("site 'x' is observed when the model runs with x=None; it must be sampled")
+        if not site["fn"].has_rsample:
+            raise ValueError(
+                f"site 'x' draws from {type(site['fn']).__name__}, which is not reparameterized; the generator "
+                "needs x = G(z) differentiable in its parameters (a Delta, a Normal, ...)"
+            )
+        if len(site["value"]) != n:
+            raise ValueError(f"site 'x' holds {len(site['value'])} samples; expected num_data={n} along dim 0")
+        return site["value"]
+
+    def _discriminator_step(self, d, real, fake):
+        loss = discriminator_loss(self.loss, _scores(d, real), _scores(d, fake))
+        total = loss
+        if self.loss == "wgan-gp" and self.gp_weight > 0:
+            total = loss + gradient_penalty(d, real, fake, self.gp_weight)
+        return total, loss
+
+    def train_step(self, model, batch, update):
+        d = self._discriminator(model)
+        n, k = len(batch), self.discriminator_steps
+        # the generator is fixed during the k discriminator steps, so one draw of k * n
+        # samples is the same as k fresh draws of n
+        with torch.no_grad():
+            fakes = self.generate(model, k * n).split(n)
+        for fake in fakes:
+            total, loss = self._discriminator_step(d, batch, fake)
+            update("discriminator", total)
+        # the generator step needs no gradient for the discriminator's weights
+        frozen = [p for p in d.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            update("generator", generator_loss(self.loss, _scores(d, self.generate(model, n))))
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return divergence_estimate(self.loss, loss.item())
+
+    def eval_loss(self, model, batch):
+        d = self._discriminator(model)
+        fake = self.generate(model, len(batch))
+        return divergence_estimate(self.loss, discriminator_loss(self.loss, _scores(d, batch), _scores(d, fake)).item())
+
+    def __repr__(self):
+        return f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight})"
+
+
+def adversarial(loss: str = "nonsaturating", **options) -> Adversarial:
+    """Build an :class:`Adversarial` objective (the lowercase factory)."""
+    return Adversarial(loss, **options)

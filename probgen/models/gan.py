@@ -1,0 +1,329 @@
+r"""The generative adversarial network as an implicit Pyro model.
+
+.. math::
+
+    z_n \sim p(z), \qquad x_n = G_\theta(z_n)
+    \quad\text{or, with observation noise,}\quad
+    x_n \mid z_n \sim \mathcal{N}(G_\theta(z_n), \sigma^2 I).
+
+Without ``obs_noise`` the site ``"x"`` is a point mass at :math:`G(z)`: the model has no
+density and is trained by the adversarial objective
+(:class:`~probgen.infer.adversarial.Adversarial`), which reads the samples at ``"x"`` from
+the model's trace and plays them against ``gan.discriminator``. With ``obs_noise`` the same
+program is a decoder model with a defined likelihood, which annealed importance sampling
+estimates (``pg.log_likelihood(gan, x, method="ais")``); :func:`probgen.infer.select_obs_noise`
+picks :math:`\sigma` on validation data, as Wu et al. (2017) do.
+
+For discrete data (``num_levels=K``: the integer levels ``0..K-1``) the generator's output
+is squashed into ``[0, K-1]`` and the discriminator sees ``x / (K-1)``. The Gaussian
+observation model is then a *density* on the levels treated as real numbers, not a
+probability of the discrete values: its log-likelihoods are labelled as densities and
+compare only with other densities on the same space (e.g. a VAE with a ``"normal"``
+likelihood), which is the comparison Wu et al. made.
+
+References:
+    Goodfellow et al. (2014). Generative Adversarial Nets. NeurIPS.
+    Radford, Metz, Chintala (2016). Unsupervised Representation Learning with Deep
+    Convolutional Generative Adversarial Networks. ICLR.
+    Wu, Burda, Salakhutdinov, Grosse (2017). On the Quantitative Analysis of Decoder-Based
+    Generative Models. ICLR.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import pyro_method
+from torch import nn
+
+from ..distributions import validate_data
+from ..nn import MLP
+from .base import GenerativeModel, register_family
+from .vae import resolve_prior
+
+__all__ = ["GAN", "gan", "LOSSES", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]
+
+LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+
+
+def _fold(x, event_dims):
+    batch = x.shape[: x.dim() - event_dims]
+    return x.reshape(-1, *x.shape[x.dim() - event_dims :]), batch
+
+
+class MLPGenerator(nn.Module):
+    """Latent vectors to flat data vectors, reshaped to ``event_shape``."""
+
+    def __init__(self, latent_dim, event_shape, hidden=(256, 256, 256)):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.net = MLP(latent_dim, hidden, math.prod(self.event_shape), nn.ReLU)
+
+    def forward(self, z):
+        return self.net(z).reshape(*z.shape[:-1], *self.event_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """Flattens the event dimensions; one real score per data point."""
+
+    def __init__(self, event_shape, hidden=(256, 256, 256)):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.net = MLP(math.prod(self.event_shape), hidden, 1, lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x):
+        return self.net(x.flatten(-len(self.event_shape))).squeeze(-1)
+
+
+def _image_shape(event_shape):
+    c, h, w = (1, *event_shape) if len(event_shape) == 2 else event_shape
+    if h % 4 or w % 4:
+        raise ValueError(f"the DCGAN networks need height and width divisible by 4, got {tuple(event_shape)}")
+    return c, h, w
+
+
+class DCGANGenerator(nn.Module):
+    """A small DCGAN generator: a linear layer and two stride-2 transposed convolutions,
+    with batch normalization between them (Radford et al., 2016)."""
+
+    def __init__(self, latent_dim, event_shape, channels=64):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        c, h, w = _image_shape(self.event_shape)
+        start = (2 * channels, h // 4, w // 4)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, math.prod(start)), nn.BatchNorm1d(math.prod(start)), nn.ReLU(),
+            nn.Unflatten(1, start),
+            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.ConvTranspose2d(channels, c, 4, 2, 1),
+        )
+
+    def forward(self, z):
+        flat, batch = _fold(z, 1)
+        return self.net(flat).reshape(*batch, *self.event_shape)
+
+
+class DCGANDiscriminator(nn.Module):
+    """A small DCGAN discriminator without batch normalization (so each data point's score,
+    and its gradient, depends on that data point alone, as the gradient penalty needs)."""
+
+    def __init__(self, event_shape, channels=64):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        c, h, w = _image_shape(self.event_shape)
+        self.net = nn.Sequential(
+            nn.Conv2d(c, channels, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * channels * (h // 4) * (w // 4), 1),
+        )
+
+    def forward(self, x):
+        flat, batch = _fold(x, len(self.event_shape))
+        if len(self.event_shape) == 2:
+            flat = flat.unsqueeze(1)
+        return self.net(flat).reshape(batch)
+
+
+class _Scaled(nn.Module):
+    """Feeds ``x * factor`` to a network: discrete levels to ``[0, 1]``."""
+
+    def __init__(self, net, factor):
+        super().__init__()
+        self.net, self.factor = net, factor
+
+    def forward(self, x):
+        return self.net(x * self.factor)
+
+
+def _spectral_norm(module):
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.utils.parametrizations.spectral_norm(layer)
+    return module
+
+
+@register_family("gan")
+class GAN(GenerativeModel):
+    """A generator and a discriminator; ``model()`` is the generator's Pyro program.
+
+    :param event_shape: shape of one data point, e.g. ``(2,)`` or ``(8, 8)``.
+    :param latent_dim: dimension of :math:`z`.
+    :param generator: a module mapping latents ``(..., latent_dim)`` to data ``(...,) +
+        event_shape`` (default: an MLP for vectors, a DCGAN generator for images).
+    :param discriminator: a module mapping data ``(n,) + event_shape`` to ``n`` real scores
+        (default: an MLP for vectors, a DCGAN discriminator for images).
+    :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``: the default objective.
+    :param spectral_norm: spectrally normalize the discriminator's linear and conv layers.
+    :param obs_noise: the standard deviation :math:`\\sigma` of Gaussian observation noise,
+        in data units; ``None`` for the implicit model.
+    :param prior: ``"normal"`` (default), ``"mixture"``, a Pyro distribution with event shape
+        ``(latent_dim,)``, or a module/callable returning one.
+    :param num_levels: for discrete data, the number of integer levels.
+    :param network: ``"mlp"`` or ``"dcgan"`` (default: ``"mlp"`` for vectors, ``"dcgan"``
+        for images of height and width divisible by 4).
+    :param discriminator_steps: discriminator updates per generator update in the default
+        objective (default 5 for ``"wgan-gp"``, 1 otherwise).
+
+    Example::
+
+        >>> import probgen as pg
+        >>> gan = pg.GAN((2,), 2)
+        >>> gan.sample(5).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        event_shape,
+        latent_dim: int,
+        *,
+        generator: nn.Module | None = None,
+        discriminator: nn.Module | None = None,
+        loss: str = "nonsaturating",
+        spectral_norm: bool = False,
+        obs_noise: float | None = None,
+        prior="normal",
+        num_levels: int | None = None,
+        network: str | None = None,
+        discriminator_steps: int | None = None,
+        hidden: tuple[int, ...] = (256, 256, 256),
+    ):
+        event_shape = tuple(int(s) for s in event_shape)
+        if not event_shape or any(s < 1 for s in event_shape):
+            raise ValueError(f"event_shape must be a non-empty tuple of positive sizes, got {event_shape}")
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
+        if num_levels is not None and (not isinstance(num_levels, int) or num_levels < 2):
+            raise ValueError(f"num_levels must be an integer >= 2 (or None for real data), got {num_levels!r}")
+        if network is None:
+            network = "dcgan" if len(event_shape) in (2, 3) and all(s % 4 == 0 for s in event_shape[-2:]) else "mlp"
+        if network not in ("mlp", "dcgan"):
+            raise ValueError(f"network must be 'mlp' or 'dcgan', got {network!r}")
+        if discriminator_steps is not None and (not isinstance(discriminator_steps, int) or discriminator_steps < 1):
+            raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
+        super().__init__(event_shape)
+        self.latent_dim = latent_dim
+        self.loss = loss
+        self.num_levels = num_levels
+        self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
+        self._obs_noise = None
+        rebuildable = generator is None and discriminator is None and isinstance(prior, str)
+
+        hidden = tuple(hidden)
+        if generator is None:
+            generator = MLPGenerator(latent_dim, event_shape, hidden) if network == "mlp" else DCGANGenerator(latent_dim, event_shape)
+        if discriminator is None:
+            discriminator = MLPDiscriminator(event_shape, hidden) if network == "mlp" else DCGANDiscriminator(event_shape)
+            if num_levels is not None:
+                discriminator = _Scaled(discriminator, 1.0 / (num_levels - 1))
+        if spectral_norm:
+            discriminator = _spectral_norm(discriminator)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.prior = resolve_prior(prior, latent_dim)
+        self.config = None
+        if rebuildable:
+            self.config = {
+                "family": "gan", "event_shape": list(event_shape), "latent_dim": latent_dim, "loss": loss,
+                "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior, "num_levels": num_levels,
+                "network": network, "discriminator_steps": self.discriminator_steps, "hidden": list(hidden),
+            }
+        self.obs_noise = obs_noise
+
+    # -- observation noise: turns the implicit model into a decoder model -----------------
+
+    @property
+    def obs_noise(self) -> float | None:
+        """:math:`\\sigma` of the Gaussian observation noise, or ``None`` (implicit model)."""
+        return self._obs_noise
+
+    @obs_noise.setter
+    def obs_noise(self, value):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"obs_noise must be a positive finite number or None, got {value!r}")
+            value = float(value)
+        self._obs_noise = value
+        if self.config is not None:
+            self.config["obs_noise"] = value
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    likelihood_methods = ("ais",)
+
+    @property
+    def default_objective(self):
+        from ..infer.adversarial import Adversarial
+
+        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
+
+    def validate(self, x: torch.Tensor, what: str = "data") -> None:
+        validate_data(x, self.event_shape, what)
+        if self.num_levels is not None and self.obs_noise is None:
+            off = (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1)
+            if off.any():
+                raise ValueError(
+                    f"this GAN models integer levels {{0, 1, ..., {self.num_levels - 1}}}; {what} holds "
+                    f"{int(off.sum())} values off that support (e.g. {x[off][0].item():g})"
+                )
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`G(z)` in the data's space: squashed into ``[0, K-1]`` for discrete data."""
+        out = self.generator(z)
+        if self.num_levels is not None:
+            out = torch.sigmoid(out) * (self.num_levels - 1)
+        return out
+
+    def prior_distribution(self) -> dist.TorchDistribution:
+        """The prior :math:`p(z)` over ``latent_dim``-vectors."""
+        return self.prior()
+
+    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """:math:`p(x \\mid z) = \\mathcal{N}(G(z), \\sigma^2 I)`; needs ``obs_noise``."""
+        if self.obs_noise is None:
+            raise ValueError(
+                "this GAN has no obs_noise, so its likelihood is undefined (x = G(z) is a point mass); "
+                "set gan.obs_noise = sigma, or choose it on validation data with pg.infer.select_obs_noise"
+            )
+        return dist.Normal(self.generate(z), self.obs_noise).to_event(len(self.event_shape))
+
+    @pyro_method
+    def model(self, x: torch.Tensor | None = None, *, num_data: int | None = None):
+        """The generator's program: ``z ~ prior``, ``x = G(z)`` (a point mass) or, with
+        ``obs_noise``, ``x ~ Normal(G(z), obs_noise)``, under plate ``"data"``."""
+        n = len(x) if x is not None else (num_data or 1)
+        prior = self.prior_distribution()
+        with pyro.plate("data", n, dim=-1):
+            z = pyro.sample("z", prior)
+            if self.obs_noise is None:
+                fn = dist.Delta(self.generate(z), event_dim=len(self.event_shape))
+            else:
+                fn = self.observation(z)
+            return pyro.sample("x", fn, obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor | None = None, *, num_data: int | None = None):
+        """Empty: adversarial training needs no posterior, and AIS builds its own."""
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
+        """``n`` draws of :math:`x`; with ``mean=True`` (or without ``obs_noise``) :math:`G(z)`."""
+        z = self.prior_distribution().sample((n,))
+        x = self.generate(z)
+        if self.obs_noise is not None and not mean:
+            x = x + self.obs_noise * torch.randn_like(x)
+        return x
+
+    def extra_repr(self) -> str:
+        levels = f", num_levels={self.num_levels}" if self.num_levels else ""
+        return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, loss={self.loss!r}, obs_noise={self.obs_noise}{levels}"
+
+
+def gan(event_shape, latent_dim: int, **options) -> GAN:
+    """Build a :class:`GAN` (the lowercase factory)."""
+    return GAN(event_shape, latent_dim, **options)

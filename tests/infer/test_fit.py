@@ -1,0 +1,153 @@
+import pytest
+import torch
+
+import probgen as pg
+from probgen.infer import CheckpointError, NonFiniteLossError
+from probgen.infer.fit import evaluate_loss
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return pg.datasets.load("optdigits")
+
+
+def small_vae():
+    torch.manual_seed(0)
+    return pg.VAE((8, 8), 4, likelihood="discretized_logistic", num_levels=17, hidden=(32, 32))
+
+
+def test_history_best_epoch_and_restore_best(digits):
+    vae = small_vae()
+    result = pg.fit(vae, digits.train[:600], digits.valid[:200], epochs=4, progress=False)
+    assert len(result.history["train_loss"]) == len(result.history["valid_loss"]) == 4
+    best = min(range(4), key=result.history["valid_loss"].__getitem__) + 1
+    assert result.best_epoch == best and result.best_loss == result.history["valid_loss"][best - 1]
+    # the model ends with the best epoch's weights: its validation loss matches the record
+    # (a fresh Monte Carlo evaluation differs from the record only by sampling noise)
+    torch.manual_seed(1)
+    again = evaluate_loss(vae, pg.infer.resolve_objective(vae), digits.valid[:200], 200)
+    assert abs(again - result.best_loss) < 1.0
+    last = result.history["valid_loss"][-1]
+    assert best == 4 or abs(again - last) > abs(again - result.best_loss) - 1.0
+
+
+def test_checkpoint_round_trip_gives_the_same_log_likelihood(digits, tmp_path):
+    vae = small_vae()
+    pg.fit(vae, digits.train[:500], epochs=2, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert (tmp_path / "ck" / "last.pt").is_file() and (tmp_path / "ck" / "best.pt").is_file()
+    pg.save_model(vae, tmp_path / "model.pt")
+    reloaded = pg.load_model(tmp_path / "model.pt")
+    x = digits.test[:40]
+    a = pg.log_likelihood(vae, x, method="iwae", num_samples=50, seed=3)
+    b = pg.log_likelihood(reloaded, x, method="iwae", num_samples=50, seed=3)
+    torch.testing.assert_close(a.pointwise, b.pointwise)
+    state = torch.load(tmp_path / "ck" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["family"] == "vae"
+
+
+def test_resume_repeats_an_uninterrupted_run(digits, tmp_path):
+    train, valid = digits.train[:400], digits.valid[:100]
+    whole = pg.fit(small_vae(), train, valid, epochs=4, seed=7, progress=False)
+    pg.fit(small_vae(), train, valid, epochs=2, seed=7, checkpoint_dir=tmp_path, progress=False)
+    resumed = pg.fit(small_vae(), train, valid, epochs=4, seed=7, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]
+    assert resumed.history["valid_loss"] == whole.history["valid_loss"]
+    assert resumed.best_epoch == whole.best_epoch
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error(digits, tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a readable probgen checkpoint"):
+        pg.fit(small_vae(), digits.train[:100], epochs=1, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == b"\x00garbage"
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        pg.load_model(tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        pg.load_model(tmp_path / "missing.pt")
+
+
+def test_an_existing_checkpoint_is_never_overwritten_without_resume(digits, tmp_path):
+    pg.fit(small_vae(), digits.train[:100], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        pg.fit(small_vae(), digits.train[:100], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_a_checkpoint_of_another_model_is_refused(digits, tmp_path):
+    pg.fit(small_vae(), digits.train[:100], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    other = pg.VAE((8, 8), 3, likelihood="discretized_logistic", num_levels=17, hidden=(32, 32))
+    with pytest.raises(CheckpointError, match="different model"):
+        pg.fit(other, digits.train[:100], epochs=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+class ExplodingObjective(pg.infer.SVIObjective):
+    """Turns the loss non-finite at one step of the second epoch."""
+
+    def __init__(self):
+        super().__init__(pg.infer.OBJECTIVES["elbo"]())
+        self.calls = 0
+
+    def train_step(self, model, batch, update):
+        self.calls += 1
+        loss = self.loss(model, batch)
+        if self.calls == 6:
+            loss = loss * float("nan")
+        update("model", loss)
+        return loss.item()
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    vae = small_vae()
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, step 2.*last good checkpoint"):
+        pg.fit(vae, digits.train[:512], epochs=3, batch_size=128, objective=ExplodingObjective(),
+               checkpoint_dir=tmp_path, progress=False)
+    state = pg.infer.load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+
+
+def test_early_stopping_on_validation_loss(digits):
+    vae = small_vae()
+    result = pg.fit(vae, digits.train[:300], digits.train[300:400], epochs=50, lr=3e-2, patience=2, progress=False)
+    if result.stopped_early:
+        assert result.epochs_run - result.best_epoch == 2 and result.epochs_run < 50
+    else:  # never stalled for 2 epochs: then every epoch after best is within patience
+        assert result.epochs_run == 50
+
+
+def test_a_frozen_decoder_stays_fixed(digits):
+    vae = small_vae()
+    vae.decoder.requires_grad_(False)
+    before = [p.clone() for p in vae.decoder.parameters()]
+    encoder_before = vae.posterior_head.weight.clone()
+    pg.fit(vae, digits.train[:256], epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, vae.decoder.parameters()))
+    assert not torch.equal(encoder_before, vae.posterior_head.weight)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"objective": "renyi"}, "unknown objective 'renyi'"),
+        ({"lr": {"decoder": 1e-3}}, "no learning rate for the parameter groups"),
+        ({"resume": True}, "needs a checkpoint_dir"),
+        ({"device": "cuda:0"} if not torch.cuda.is_available() else {"epochs": -1}, "CUDA is not available|positive integer"),
+    ],
+)
+def test_bad_arguments_are_refused(digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pg.fit(small_vae(), digits.train[:64], progress=False, **kwargs)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_and_evaluate_on_cuda(digits):
+    vae = small_vae()
+    pg.fit(vae, digits.train[:512], epochs=1, device="cuda", progress=False)
+    assert vae.device.type == "cuda"
+    est = pg.log_likelihood(vae, digits.test[:50], method="iwae", num_samples=20)
+    assert torch.isfinite(est.pointwise).all()
