@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test points only")
     fit.add_argument("--no-progress", action="store_true")
     _family_arguments(fit)
-    fit.set_defaults(run=cmd_fit)
+    fit.set_defaults(handler=cmd_fit)
 
     evaluate = commands.add_parser("evaluate", help="log-likelihood of a fitted model")
     evaluate.add_argument("run", help="the --out folder of 'probgen fit', or a model.pt")
@@ -147,21 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--root", default=None)
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--num-test", type=int, default=None)
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="draw samples from a fitted model into a PNG")
     sample.add_argument("run")
     sample.add_argument("-n", type=int, default=64)
     sample.add_argument("--out", default="samples.png")
     sample.add_argument("--seed", type=int, default=0)
-    sample.set_defaults(run=cmd_sample)
+    sample.set_defaults(handler=cmd_sample)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
