@@ -17,6 +17,7 @@ import dataclasses
 import math
 from typing import Callable
 
+import pyro
 import torch
 
 __all__ = ["LikelihoodEstimate", "log_likelihood", "ESTIMATORS", "register_estimator"]
@@ -180,7 +181,7 @@ def log_likelihood(
     model.eval()
     pointwise, terms = [], {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), pyro.validation_enabled(False):  # x was validated above
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
