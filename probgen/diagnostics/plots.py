@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_sample_grid", "save_scatter", "save_loss_curve"]
+__all__ = ["save_sample_grid", "save_scatter", "save_loss_curve", "save_density"]
 
 
 def save_sample_grid(samples: torch.Tensor, path: str | Path, num_levels: int | None = None, nrow: int | None = None) -> Path:
@@ -29,6 +29,9 @@ def save_sample_grid(samples: torch.Tensor, path: str | Path, num_levels: int | 
         images = images / (num_levels - 1)
     else:
         images = (images - images.min()) / (images.max() - images.min()).clamp(min=1e-8)
+    # small images (8x8 digits) are enlarged with nearest-neighbour so they stay legible
+    scale = max(1, 32 // images.shape[-1])
+    images = images.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images.clamp(0, 1), path, nrow=nrow or int(math.ceil(math.sqrt(len(images)))), padding=1, pad_value=0.5)
@@ -70,6 +73,50 @@ def save_loss_curve(history: dict, path: str | Path, title: str = "") -> Path:
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+@torch.no_grad()
+def save_density(
+    log_density,
+    path: str | Path,
+    reference: torch.Tensor | None = None,
+    bounds: tuple[float, float, float, float] | None = None,
+    resolution: int = 200,
+    title: str = "",
+) -> Path:
+    """Save a 2-D density as an image, beside a 2-D histogram of reference points if given.
+
+    :param log_density: maps points ``(N, 2)`` to log-densities ``(N,)``.
+    :param bounds: ``(xmin, xmax, ymin, ymax)``; by default the reference's 0.5%-99.5%
+        quantiles widened by 10%, or ``[-4, 4]^2``.
+    """
+    from matplotlib.figure import Figure
+
+    if bounds is None and reference is not None:
+        ref = reference.detach().cpu().float()
+        low, high = torch.quantile(ref, 0.005, dim=0), torch.quantile(ref, 0.995, dim=0)
+        pad = 0.1 * (high - low)
+        bounds = (float(low[0] - pad[0]), float(high[0] + pad[0]), float(low[1] - pad[1]), float(high[1] + pad[1]))
+    xmin, xmax, ymin, ymax = bounds or (-4.0, 4.0, -4.0, 4.0)
+    xs, ys = torch.linspace(xmin, xmax, resolution), torch.linspace(ymin, ymax, resolution)
+    grid = torch.cartesian_prod(ys, xs).flip(-1)  # rows follow y, columns x
+    density = log_density(grid).detach().cpu().double().exp().reshape(resolution, resolution)
+
+    panels = 2 if reference is not None else 1
+    fig = Figure(figsize=(4.5 * panels, 4.5))
+    extent = (xmin, xmax, ymin, ymax)
+    if reference is not None:
+        ax = fig.add_subplot(1, panels, 1)
+        ax.hist2d(ref[:, 0].numpy(), ref[:, 1].numpy(), bins=resolution // 2, range=[[xmin, xmax], [ymin, ymax]], cmap="viridis")
+        ax.set_title("data")
+        ax.set_aspect("equal")
+    ax = fig.add_subplot(1, panels, panels)
+    ax.imshow(density.numpy(), origin="lower", extent=extent, cmap="viridis", aspect="equal")
+    ax.set_title(title or "model density")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
