@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=5000, help="IWAE importance samples")
-    parser.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test images")
+    parser.add_argument("--num-test", type=int, default=None, help="evaluate on a fixed random subset of N test images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -50,7 +50,7 @@ def main():
     run = pg.fit(vae, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  patience=args.patience, device=args.device, seed=args.seed,
                  checkpoint_dir=args.checkpoint_dir, resume=args.checkpoint_dir is not None)
-    test = data.test[: args.num_test] if args.num_test else data.test
+    test = pg.datasets.random_subset(data.test, args.num_test)  # the split is in class order
     iwae = pg.log_likelihood(vae, test, method="iwae", num_samples=args.num_samples)
     elbo = pg.log_likelihood(vae, test, method="elbo", num_samples=1)
 

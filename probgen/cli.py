@@ -19,6 +19,8 @@ import torch
 import probgen as pg
 
 from .infer.checkpoint import load_checkpoint, save_checkpoint
+from .infer.likelihood import LikelihoodEstimate
+from .diagnostics.plots import save_density
 
 __all__ = ["main", "FAMILY_BUILDERS"]
 
@@ -31,37 +33,79 @@ def _build_vae(info, args):
         likelihood=likelihood,
         num_levels=info.num_levels if info.support == "discrete" else None,
         prior=args.prior,
+        posterior=args.posterior,
         network=args.network,
     )
 
 
+def _build_flow(info, args):
+    return pg.Flow(
+        info.event_shape, args.flow, num_layers=args.flow_layers, hidden=args.flow_hidden,
+        support=info.support, num_levels=info.num_levels, dequantization=args.dequantization,
+    )
+
+
+def _build_diffusion(info, args):
+    likelihood = {"binary": "bernoulli", "discrete": "categorical", "real": "normal"}[info.support]
+    return pg.Diffusion(
+        info.event_shape, num_steps=args.num_steps, schedule=args.schedule,
+        parameterization=args.parameterization, likelihood=likelihood,
+        num_levels=info.num_levels if info.support == "discrete" else None,
+    )
+
+
 # family name -> builder(info, args) -> model. Families add themselves here.
-FAMILY_BUILDERS = {"vae": _build_vae}
+FAMILY_BUILDERS = {"vae": _build_vae, "flow": _build_flow, "diffusion": _build_diffusion}
+
+
+def _build_gan(info, args):
+    return pg.GAN(
+        info.event_shape, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
+        spectral_norm=args.spectral_norm, num_levels=info.num_levels if info.support != "real" else None,
+    )
+
+
+FAMILY_BUILDERS["gan"] = _build_gan
 
 
 def _family_arguments(parser):
     parser.add_argument("--latent-dim", type=int, default=None, help="latent dimension (VAE: 16)")
+    parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
+    parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--prior", default="normal", help="VAE prior: normal, mixture, vamp")
     parser.add_argument("--network", default="mlp", choices=["mlp", "conv"], help="VAE networks")
+    parser.add_argument("--posterior", default="normal", help="VAE posterior: normal, iaf, nsf, realnvp, nsf_coupling")
+    parser.add_argument("--flow", default="nsf", help="flow kind: nsf, maf, iaf, realnvp, nsf_coupling")
+    parser.add_argument("--flow-layers", type=int, default=5, help="flow steps")
+    parser.add_argument("--flow-hidden", type=int, default=64, help="width of the flow's conditioner networks")
+    parser.add_argument("--dequantization", default="uniform", choices=["uniform", "variational"],
+                        help="flow on discrete data: dequantization noise")
+    parser.add_argument("--num-steps", type=int, default=None, help="diffusion: T steps (default: continuous time)")
+    parser.add_argument("--schedule", default="linear", choices=["linear", "cosine", "learned"], help="diffusion schedule")
+    parser.add_argument("--parameterization", default="eps", choices=["eps", "v", "x0"], help="diffusion network output")
 
 
-def _samples(model, n):
-    if "mean" in inspect.signature(model.sample).parameters:
-        return model.sample(n, mean=True)
-    return model.sample(n)
+def _samples(model, n, **options):
+    accepted = inspect.signature(model.sample).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{model.family} sampling takes no {', '.join('--' + name for name in unknown)}")
+    if "mean" in accepted:
+        return model.sample(n, mean=True, **options)
+    return model.sample(n, **options)
 
 
-def _save_samples(model, info, path, n=64, reference=None):
-    samples = _samples(model, n).cpu()
+def _save_samples(model, info, path, n=64, reference=None, **options):
+    samples = _samples(model, n, **options).cpu()
     if info.event_shape == (2,):
         return pg.diagnostics.save_scatter(samples, path, reference=reference, title=f"{model.family} samples")
     return pg.diagnostics.save_sample_grid(samples, path, num_levels=info.num_levels)
 
 
-def _evaluate(model, x, methods, num_samples, progress=True):
+def _evaluate(model, x, methods, num_samples, progress=True, **options):
     results = {}
     for method in methods:
-        est = pg.log_likelihood(model, x, method=method, num_samples=num_samples)
+        est = pg.log_likelihood(model, x, method=method, num_samples=num_samples, **options)
         print(f"test {method:>5}: {est}")
         results[method] = {
             "mean_nats": est.mean, "stderr_nats": est.stderr, "bits_per_dim": est.bits_per_dim,
@@ -86,11 +130,22 @@ def cmd_fit(args):
     save_checkpoint({"config": model.config, "model": model.state_dict(), "data": args.data}, out / "model.pt")
     result.plot(out / "loss.png")
     _save_samples(model, data.info, out / "samples.png", reference=data.test[:2000])
-    test = data.test[: args.num_test] if args.num_test else data.test
+    if data.info.event_shape == (2,) and "exact" in model.likelihood_methods:
+        # an exact density on 2-D data (a flow): draw it beside the data
+        save_density(
+            lambda grid: pg.log_likelihood(model, grid, method="exact", batch_size=len(grid)).pointwise,
+            out / "density.png", reference=data.test, title=f"{args.family} density",
+        )
+        print(f"wrote {out}/density.png")
+    test = pg.datasets.random_subset(data.test, args.num_test)
     methods = [m for m in model.likelihood_methods if m in ("exact", "elbo", "iwae")]
     metrics = {"family": args.family, "data": args.data, "epochs_run": result.epochs_run,
                "best_epoch": result.best_epoch, "history": result.history,
                "test": _evaluate(model, test, methods, args.num_samples)}
+    if args.data in ("ring8", "grid25"):  # the PacGAN mode-collapse benchmarks
+        coverage = pg.metrics.mode_coverage(model.sample(pg.metrics.PROTOCOL_SAMPLES).cpu(), args.data)
+        print(f"mode coverage: {coverage}")
+        metrics["mode_coverage"] = {"modes": coverage.modes_covered, "high_quality": coverage.high_quality}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"wrote {out}/model.pt, checkpoints/, loss.png, samples.png, metrics.json")
 
@@ -107,16 +162,122 @@ def cmd_evaluate(args):
     model, data_name = _load_run(args.run)
     data = pg.datasets.load(args.data or data_name or "optdigits", root=args.root)
     x = getattr(data, args.split)
-    x = x[: args.num_test] if args.num_test else x
+    x = pg.datasets.random_subset(x, args.num_test)
     method = args.method if args.method != "auto" else model.likelihood_methods[0]
-    _evaluate(model, x, [method], args.num_samples)
+    options = {"num_steps": args.ais_steps} if method == "ais" else {}
+    if args.obs_noise is not None and not hasattr(model, "obs_noise"):
+        raise ValueError(f"--obs-noise applies to a model with observation noise (a GAN), not a {model.family}")
+    if args.obs_noise == "auto":
+        best, _ = pg.infer.select_obs_noise(model, data.valid[:100], **options)
+        print(f"obs_noise {best:.4g}, chosen by AIS on 100 validation points")
+    elif args.obs_noise is not None:
+        model.obs_noise = float(args.obs_noise)
+    _evaluate(model, x, [method], args.num_samples, **options)
 
 
 def cmd_sample(args):
     model, data_name = _load_run(args.run)
     torch.manual_seed(args.seed)
-    path = _save_samples(model, model.info, args.out, n=args.n)
+    options = {name: value for name, value in (("steps", args.steps), ("sampler", args.sampler)) if value is not None}
+    path = _save_samples(model, model.info, args.out, n=args.n, **options)
     print(f"wrote {path}")
+
+
+# --budget of `probgen compare`: epochs; training, validation and test points (None: all);
+# importance samples per test point; AIS settings for decoder models (a GAN); the points and
+# samples of each family's InferenceData
+COMPARE_BUDGETS = {
+    "smoke": {"epochs": 1, "num_train": 256, "num_valid": 64, "num_test": 32, "num_samples": 25,
+              "ais": {"num_steps": 10, "leapfrog_steps": 2}, "idata_points": 16, "idata_samples": 25},
+    "quick": {"epochs": 10, "num_train": None, "num_valid": 300, "num_test": 300, "num_samples": 100,
+              "ais": {"num_steps": 100, "leapfrog_steps": 5}, "idata_points": 100, "idata_samples": 50},
+    "full": {"epochs": 100, "num_train": None, "num_valid": None, "num_test": None, "num_samples": 1000,
+             "ais": {"num_steps": 500, "leapfrog_steps": 10}, "idata_points": 500, "idata_samples": 200},
+}
+
+
+def _fail(failures, family, stage, error):
+    message = f"{stage} failed: {type(error).__name__}: {error}"
+    failures[family] = message
+    print(f"error: {family}: {message}", file=sys.stderr)
+
+
+def _train_family(family, data, budget, args, out):
+    """Build, fit and save one family; give a decoder model without observation noise (a GAN)
+    the noise that AIS needs, chosen on validation data."""
+    torch.manual_seed(args.seed)
+    model = FAMILY_BUILDERS[family](data.info, args)
+    train = data.train[: budget["num_train"]] if budget["num_train"] else data.train
+    valid = data.valid[: budget["num_valid"]] if budget["num_valid"] else data.valid
+    result = pg.fit(model, train, valid, epochs=args.epochs or budget["epochs"], batch_size=args.batch_size,
+                    lr=args.lr, device=args.device, seed=args.seed, progress=not args.no_progress)
+    print(f"{family}: {result}")
+    if "ais" in model.likelihood_methods and getattr(model, "obs_noise", 0.0) is None:
+        ais = budget["ais"]
+        sigma, _ = pg.infer.select_obs_noise(model, valid[:64], num_samples=8, num_steps=ais["num_steps"],
+                                             leapfrog_steps=ais["leapfrog_steps"])
+        print(f"{family}: observation noise {sigma:.4g} chosen by AIS on validation data")
+    save_checkpoint({"config": model.config, "model": model.state_dict(), "data": args.data}, out / "models" / f"{family}.pt")
+    _save_samples(model, data.info, out / f"samples_{family}.png", reference=data.test[:2000])
+    return model
+
+
+def cmd_compare(args):
+    budget = COMPARE_BUDGETS[args.budget]
+    families = args.families.split(",") if args.families else sorted(FAMILY_BUILDERS)
+    unknown = sorted(set(families) - set(FAMILY_BUILDERS))
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; available: {sorted(FAMILY_BUILDERS)}")
+    out = Path(args.out)
+    if (out / "table.md").exists():
+        raise SystemExit(f"error: {out} already holds a comparison (table.md); choose another --out (nothing was overwritten)")
+    data = pg.datasets.load(args.data, root=args.root)
+    num_test = args.num_test or budget["num_test"]
+    test = pg.datasets.random_subset(data.test, num_test)
+    num_samples = args.num_samples or budget["num_samples"]
+    print(f"comparing {', '.join(families)} on {data} (budget {args.budget!r}, {len(test)} test points)")
+
+    models, failures = {}, {}
+    for family in families:
+        try:
+            models[family] = _train_family(family, data, budget, args, out)
+        except Exception as error:  # noqa: BLE001 -- one family's failure must not hide the others
+            _fail(failures, family, "training", error)
+    if not models:
+        raise SystemExit(f"error: no family could be trained: {failures}")
+
+    table = pg.compare(models, test, num_samples=num_samples, estimator_options={"ais": budget["ais"]},
+                       on_error="report")
+    for family, message in failures.items():
+        table.add_failure(family, message)
+    for row in table.rows:
+        if row.error and row.model not in failures:
+            _fail(failures, row.model, "scoring", RuntimeError(row.error))
+    print(table)
+    (out / "table.md").write_text(f"# {args.data}: test log-likelihood, budget {args.budget!r}\n\n" + table.to_markdown())
+    table.to_dataframe().to_csv(out / "table.csv")
+    table.plot(out / "compare.png", title=f"{args.data}: test log-likelihood per data point")
+
+    idata_x = test[: budget["idata_points"]]
+    # bounds the memory of a long chain of latents (a diffusion model's trace holds every level)
+    idata_batch = max(1, 2**16 // (budget["idata_samples"] * data.info.num_dims))
+    for family, estimate in table.estimates.items():
+        part = LikelihoodEstimate(estimate.pointwise[: len(idata_x)], estimate.method, estimate.is_bound,
+                                  estimate.num_samples, estimate.num_dims, estimate.kind, estimate.density)
+        try:
+            idata = pg.to_inference_data(models[family], idata_x, num_samples=budget["idata_samples"],
+                                         log_likelihood=part, batch_size=idata_batch, seed=args.seed, warn=False)
+            idata.to_netcdf(str(out / f"idata_{family}.nc"))
+            k = torch.as_tensor(idata.sample_stats["pareto_k"].values)
+            print(f"{family}: Pareto k of the importance weights on {len(k)} test points: {int((k <= 0.5).sum())} "
+                  f"good (<= 0.5), {int(((k > 0.5) & (k <= 0.7)).sum())} ok, {int((k > 0.7).sum())} bad (> 0.7)")
+            pg.diagnostics.plot_khat(idata, out / f"khat_{family}.png", title=f"{family}: Pareto k per test point")
+        except Exception as error:  # noqa: BLE001
+            _fail(failures, family, "InferenceData export", error)
+    print(f"wrote {out}/table.md, table.csv, compare.png, samples_*.png, idata_*.nc, khat_*.png, models/")
+    if failures:
+        raise SystemExit(f"error: {len(failures)} of {len(families)} families failed: "
+                         + "; ".join(f"{family}: {message}" for family, message in failures.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="auto")
     fit.add_argument("--out", default="runs/latest")
     fit.add_argument("--num-samples", type=int, default=1000, help="importance samples for the test IWAE")
-    fit.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test points only")
+    fit.add_argument("--num-test", type=int, default=None, help="evaluate on a fixed random subset of N test points")
     fit.add_argument("--no-progress", action="store_true")
     _family_arguments(fit)
     fit.set_defaults(handler=cmd_fit)
@@ -147,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--root", default=None)
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--num-test", type=int, default=None)
+    evaluate.add_argument("--obs-noise", default=None, help="GAN: observation noise sigma for AIS, or 'auto' (chosen on validation data)")
+    evaluate.add_argument("--ais-steps", type=int, default=500, help="AIS: annealing steps")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="draw samples from a fitted model into a PNG")
@@ -154,7 +317,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=64)
     sample.add_argument("--out", default="samples.png")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (respaced)")
+    sample.add_argument("--sampler", default=None, choices=["ancestral", "ddim"], help="diffusion sampler")
     sample.set_defaults(handler=cmd_sample)
+
+    compare = commands.add_parser("compare", help="train every family briefly and compare their test log-likelihoods")
+    compare.add_argument("--data", default="optdigits", help="dataset name (default: the embedded optdigits)")
+    compare.add_argument("--root", default=None, help="folder of downloaded datasets")
+    compare.add_argument("--budget", default="quick", choices=sorted(COMPARE_BUDGETS),
+                         help="smoke: seconds; quick: a few minutes on 2 CPU cores; full: longer, all test points")
+    compare.add_argument("--families", default=None, help=f"comma-separated subset of {','.join(sorted(FAMILY_BUILDERS))}")
+    compare.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    compare.add_argument("--batch-size", type=int, default=128)
+    compare.add_argument("--lr", type=float, default=1e-3)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--device", default="auto")
+    compare.add_argument("--out", default="runs/compare")
+    compare.add_argument("--num-samples", type=int, default=None, help="override the budget's importance samples")
+    compare.add_argument("--num-test", type=int, default=None, help="override the budget's test points")
+    compare.add_argument("--no-progress", action="store_true")
+    _family_arguments(compare)
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Datasets: :func:`load` by name, the :class:`DataInfo` every model reads, 2-D toys."""
 
-from ._core import DataInfo, Dataset, available, load, split_off_validation
+from ._core import DataInfo, Dataset, available, load, random_subset, split_off_validation
 from ._files import BINARIZED_MNIST_URL, data_root, download_binarized_mnist, parse_amat
 from ._toy import TOY_SIZES, mode_centers, sample_toy
 
@@ -15,6 +15,7 @@ __all__ = [
     "load",
     "mode_centers",
     "parse_amat",
+    "random_subset",
     "sample_toy",
     "split_off_validation",
 ]

@@ -137,3 +137,21 @@ def test_data_info_validates_itself():
     with pytest.raises(ValueError, match="num_levels >= 2"):
         pg.datasets.DataInfo("x", (2,), "discrete")
     assert pg.datasets.DataInfo("x", (28, 28), "binary").num_levels == 2
+
+
+def test_random_subset_is_fixed_and_not_a_prefix():
+    x = torch.arange(100.0)[:, None]
+    a, b = pg.datasets.random_subset(x, 10), pg.datasets.random_subset(x, 10)
+    assert torch.equal(a, b) and len(a.unique()) == 10 and not torch.equal(a, x[:10])
+    assert pg.datasets.random_subset(x, None) is x and pg.datasets.random_subset(x, 500) is x
+    with pytest.raises(ValueError, match="at least one"):
+        pg.datasets.random_subset(x, 0)
+
+
+def test_binarized_mnist_test_split_is_in_class_order(shared_data):
+    """Why evaluation uses random subsets: the first test images are all zeros."""
+    test = pg.datasets.load("binarized_mnist", root=shared_data).test
+    ink_first, ink_all = test[:500].mean().item(), test.mean().item()
+    assert ink_first > ink_all + 0.02  # zeros carry more ink than the average digit (0.158 vs 0.133)
+    sub = pg.datasets.random_subset(test, 1000)
+    assert abs(sub.mean().item() - ink_all) < 0.01
