@@ -13,10 +13,9 @@ import math
 from typing import Callable
 
 import pyro.infer
-import pyro.poutine as poutine
 import torch
 
-from ..models.base import trace_log_weights
+from ..models.base import DifferentiableELBO, trace_log_weights
 
 __all__ = ["Objective", "SVIObjective", "IWAE", "resolve_objective", "OBJECTIVES"]
 
@@ -63,7 +62,7 @@ class SVIObjective(Objective):
         return f"SVIObjective({type(self.elbo).__name__}(num_particles={self.elbo.num_particles}))"
 
 
-class IWAE(pyro.infer.ELBO):
+class IWAE(DifferentiableELBO):
     r"""The importance-weighted bound (Rényi divergence with :math:`\alpha = 0`), vectorized:
 
     .. math:: \mathcal{L}_k(x) = \mathbb{E}\Big[\log \frac1k \sum_{i=1}^k
@@ -80,23 +79,9 @@ class IWAE(pyro.infer.ELBO):
     def __init__(self, num_particles: int = 5):
         super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        return model_trace, guide_trace
-
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_w = trace_log_weights(model, guide, self.num_particles, *args, **kwargs)
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 def _elbo(num_particles=1):

@@ -23,15 +23,18 @@ import math
 import weakref
 
 import pyro
+import pyro.infer
 import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import am_i_wrapped, effectful
+from torch.distributions import constraints
 
 from ..datasets import DataInfo
 from ..distributions import Likelihood, validate_data
 
-__all__ = ["GenerativeModel", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
+__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -81,6 +84,33 @@ def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> 
     return log_w
 
 
+class DifferentiableELBO(pyro.infer.ELBO):
+    """A Pyro ELBO defined by its ``differentiable_loss`` alone.
+
+    Subclasses implement ``differentiable_loss(model, guide, *args)``; this base derives
+    ``loss`` and ``loss_and_grads`` from it, so the objective works both in
+    :func:`probgen.fit` and in :class:`pyro.infer.SVI`.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        raise NotImplementedError
+
+    def _get_trace(self, model, guide, args, kwargs):
+        # pyro.infer.ELBO's abstract hook: one guide trace and the model replayed on it
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
 def _move_distribution(d, device):
     """A shallow copy of a torch distribution with every tensor moved to ``device``."""
     moved = copy.copy(d)
@@ -109,6 +139,22 @@ class _ParamSitesForSVI(Messenger):
                 alias.unconstrained = weakref.ref(param)
                 msg["value"] = alias
                 msg["done"] = True
+
+
+def announce_parameters(module: torch.nn.Module) -> None:
+    """Emit one ``param`` statement per parameter of ``module``, for Pyro handlers.
+
+    Objectives that compute their loss without running ``model``/``guide`` call this so
+    that :class:`pyro.infer.SVI` still finds the parameters it should step. Outside any
+    Pyro handler (as in :func:`probgen.fit`) it returns at once.
+    """
+    if not am_i_wrapped():
+        return
+    with _ParamSitesForSVI():
+        for name, param in module.named_parameters():
+            effectful(type="param")(lambda *_, value=param, **__: value)(
+                name, param, constraint=constraints.real, name=name
+            )
 
 
 def _announce_params_for_svi(method):

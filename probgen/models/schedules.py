@@ -13,7 +13,7 @@ Example::
     >>> from probgen.models.schedules import schedule
     >>> s = schedule("cosine")
     >>> s(torch.tensor([0.0, 1.0], dtype=torch.float64))
-    tensor([ 13.3000, -5.0000], dtype=torch.float64)
+    tensor([13.3000, -5.0000], dtype=torch.float64)
 
 References:
     Kingma, Salimans, Poole, Ho (2021). Variational Diffusion Models. NeurIPS.
