@@ -14,6 +14,14 @@ and keeps the log-determinant that nflows returns together with each output, so
 ``log_abs_det_jacobian`` after a call or an inverse costs nothing: a sample's log-density is
 one pass in the sampling direction, a data point's one pass in the density direction.
 
+The cache lives as long as one distribution: :meth:`NflowsTransform.with_cache` and
+:meth:`ConditionalNflowsTransform.condition` return a light :class:`BoundNflowsTransform`
+(sharing the module's parameters) with its own cache, which
+:class:`~probgen.flows.FlowDistribution` makes afresh for every distribution it returns.
+The module itself caches nothing (``cache_size=0``): a cache keyed by tensor identity on a
+long-lived module would hand back stale values for the same tensor after an optimizer step
+or ``load_state_dict``.
+
 nflows wants ``(N, D)`` inputs; the bridge folds any leading batch dimensions into ``N``
 (and broadcasts a context against them) and unfolds the results.
 
@@ -29,7 +37,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import constraints
 
-__all__ = ["NflowsTransform", "ConditionalNflowsTransform", "ConditionedNflowsTransform"]
+__all__ = ["NflowsTransform", "ConditionalNflowsTransform", "BoundNflowsTransform", "check_context"]
 
 
 def _check_value(value, dim, what):
@@ -50,24 +58,27 @@ def check_context(context, context_dim):
 
 
 class _NflowsCalls:
-    """The flipped directions and the log-det cache, shared by the plain and the
-    conditioned transform. Subclasses set ``_nflows``, ``dim``, ``_context``,
-    ``_context_dim`` and call :meth:`_reset_logdet`."""
+    """The flipped directions and the log-det cache, shared by the module and its bound
+    views. Subclasses set ``_nflows``, ``dim``, ``_context`` and ``_context_dim``."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
-
-    def _reset_logdet(self):
-        # (x, y, log|det dy/dx|) of the last call in either direction, matched by identity
-        self._logdet_cache = (None, None, None)
+    # (x, y, log|det dy/dx|) of the last call in either direction, matched by identity
+    _logdet_cache = (None, None, None)
 
     def _run(self, method, value, what):
         _check_value(value, self.dim, what)
         batch = value.shape[:-1]
         context = self._context
         if context is not None:
-            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+            try:
+                batch = torch.broadcast_shapes(batch, context.shape[:-1])
+            except RuntimeError:
+                raise ValueError(
+                    f"the context's batch shape {tuple(context.shape[:-1])} does not broadcast with the "
+                    f"{what}'s batch shape {tuple(batch)}"
+                ) from None
             value = value.expand(*batch, self.dim)
             context = context.expand(*batch, self._context_dim).reshape(-1, self._context_dim)
         output, logdet = method(value.reshape(-1, self.dim), context)
@@ -76,12 +87,14 @@ class _NflowsCalls:
     def _call(self, x):
         # noise -> data is nflows' inverse direction; it returns log|dy/dx| directly
         y, logdet = self._run(self._nflows.inverse, x, "input")
-        self._logdet_cache = (x, y, logdet)
+        if self._cache_size:
+            self._logdet_cache = (x, y, logdet)
         return y
 
     def _inverse(self, y):
         x, logdet = self._run(self._nflows, y, "value")
-        self._logdet_cache = (x, y, -logdet)
+        if self._cache_size:
+            self._logdet_cache = (x, y, -logdet)
         return x
 
     def log_abs_det_jacobian(self, x, y):
@@ -92,13 +105,24 @@ class _NflowsCalls:
         _, logdet = self._run(self._nflows, y, "value")
         return -logdet
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        # cached tensors belong to a computation graph: never pickle or deep-copy them
-        state["_logdet_cache"] = (None, None, None)
-        if "_cached_x_y" in state:
-            state["_cached_x_y"] = (None, None)
-        return state
+
+class BoundNflowsTransform(_NflowsCalls, torch.distributions.Transform):
+    """An nflows transform (and, if conditional, its context) with its own cache: what one
+    distribution uses. The context broadcasts against the leading batch dimensions of the
+    values it transforms. Made by :meth:`NflowsTransform.with_cache` and
+    :meth:`ConditionalNflowsTransform.condition`."""
+
+    def __init__(self, transform: torch.nn.Module, dim: int, context=None, context_dim=None, cache_size: int = 1):
+        super().__init__(cache_size=cache_size)
+        self._nflows = transform
+        self.dim = dim
+        self._context = context
+        self._context_dim = context_dim
+
+    def with_cache(self, cache_size=1):
+        if cache_size == self._cache_size:
+            return self
+        return BoundNflowsTransform(self._nflows, self.dim, self._context, self._context_dim, cache_size)
 
 
 class NflowsTransform(_NflowsCalls, TransformModule):
@@ -108,12 +132,15 @@ class NflowsTransform(_NflowsCalls, TransformModule):
     :param transform: an nflows transform on vectors of size ``dim`` (data to noise).
     :param dim: the size of the vectors it acts on.
 
+    The module caches nothing; ``with_cache()`` gives a view with the log-det cache, to use
+    in one distribution (:class:`~probgen.flows.FlowDistribution` does this for you).
+
     Example::
 
         >>> import torch, pyro.distributions as dist
         >>> from nflows.transforms import MaskedAffineAutoregressiveTransform
         >>> t = NflowsTransform(MaskedAffineAutoregressiveTransform(3, 16), 3)
-        >>> d = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1).to_event(1), [t])
+        >>> d = dist.TransformedDistribution(dist.Normal(torch.zeros(3), 1).to_event(1), [t.with_cache()])
         >>> d.log_prob(d.sample((5, 2))).shape
         torch.Size([5, 2])
     """
@@ -122,37 +149,27 @@ class NflowsTransform(_NflowsCalls, TransformModule):
     _context_dim = None
 
     def __init__(self, transform: torch.nn.Module, dim: int):
-        super().__init__(cache_size=1)
+        super().__init__(cache_size=0)
         self.nflows = transform
         self.dim = int(dim)
-        self._reset_logdet()
 
     @property
     def _nflows(self):
         return self.nflows
 
+    def with_cache(self, cache_size: int = 1):
+        if cache_size == self._cache_size:
+            return self
+        return BoundNflowsTransform(self.nflows, self.dim, cache_size=cache_size)
+
     def extra_repr(self):
         return f"dim={self.dim}"
-
-
-class ConditionedNflowsTransform(_NflowsCalls, torch.distributions.Transform):
-    """A conditional nflows transform with its context fixed; made by
-    :meth:`ConditionalNflowsTransform.condition`. The context broadcasts against the leading
-    batch dimensions of the values it transforms."""
-
-    def __init__(self, transform: torch.nn.Module, dim: int, context: torch.Tensor, context_dim: int):
-        super().__init__(cache_size=1)
-        self._nflows = transform
-        self.dim = dim
-        self._context = context
-        self._context_dim = context_dim
-        self._reset_logdet()
 
 
 class ConditionalNflowsTransform(ConditionalTransformModule):
     r"""A Pyro :class:`~pyro.distributions.conditional.ConditionalTransformModule` for an
     nflows transform that takes a context: ``condition(context)`` returns a torch transform
-    (noise to data) for that context.
+    (noise to data, with its own log-det cache) for that context.
 
     :param transform: an nflows transform built with ``context_features=context_dim``.
     :param dim: the size of the vectors it acts on.
@@ -163,9 +180,9 @@ class ConditionalNflowsTransform(ConditionalTransformModule):
         >>> import torch, pyro.distributions as dist
         >>> from nflows.transforms import MaskedAffineAutoregressiveTransform
         >>> t = ConditionalNflowsTransform(MaskedAffineAutoregressiveTransform(3, 16, context_features=2), 3, 2)
-        >>> base = dist.Normal(torch.zeros(3), 1).to_event(1)
+        >>> base = dist.Normal(torch.zeros(4, 3), 1).to_event(1)
         >>> d = dist.ConditionalTransformedDistribution(base, [t]).condition(torch.randn(4, 2))
-        >>> d.sample((4,)).shape
+        >>> d.sample().shape
         torch.Size([4, 3])
     """
 
@@ -175,9 +192,9 @@ class ConditionalNflowsTransform(ConditionalTransformModule):
         self.dim = int(dim)
         self.context_dim = int(context_dim)
 
-    def condition(self, context: torch.Tensor) -> ConditionedNflowsTransform:
+    def condition(self, context: torch.Tensor) -> BoundNflowsTransform:
         check_context(context, self.context_dim)
-        return ConditionedNflowsTransform(self.nflows, self.dim, context, self.context_dim)
+        return BoundNflowsTransform(self.nflows, self.dim, context, self.context_dim)
 
     def extra_repr(self):
         return f"dim={self.dim}, context_dim={self.context_dim}"

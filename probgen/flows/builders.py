@@ -33,7 +33,9 @@ Options (keyword arguments of every builder):
 
 nflows 0.14 on current torch: the transforms used here (masked autoregressive affine and
 rational-quadratic, affine and rational-quadratic coupling, LU linear, permutations) all
-pass probgen's checklist (``tests/flows/test_checklist.py``). Excluded: ``NaiveLinear``
+pass probgen's checklist (``tests/flows/test_checklist.py``). Fixed: :class:`LULinear`
+solves its inverse with :func:`torch.linalg.solve_triangular` instead of the deprecated
+``torch.triangular_solve``. Excluded: ``NaiveLinear``
 (calls the removed ``torch.qr``/``torch.solve``), ``BatchNorm`` (no inverse in training
 mode) and ``ActNorm`` (data-dependent initialization on the first call, state a
 checkpoint of an untrained model misses).
@@ -57,6 +59,7 @@ from .bridge import ConditionalNflowsTransform, NflowsTransform
 
 __all__ = [
     "FLOW_KINDS",
+    "LULinear",
     "FlowTransform",
     "ConditionalFlowTransform",
     "MAF",
@@ -75,6 +78,7 @@ __all__ = [
     "nsf",
     "nsf_coupling",
     "build",
+    "nflows_stack",
 ]
 
 _COMMON = {"linear", "num_blocks", "inverse"}
@@ -125,10 +129,29 @@ _KINDS = {
 }
 FLOW_KINDS = tuple(_KINDS)
 
+class LULinear(nt.LULinear):
+    """nflows' LU-decomposed linear layer, with its inverse solved by
+    :func:`torch.linalg.solve_triangular`: nflows 0.14 calls ``torch.triangular_solve``,
+    deprecated in current torch and due to be removed."""
+
+    def inverse_no_cache(self, inputs):
+        lower, upper = self._create_lower_upper()
+        # y = L U x + b for each row x: solve L w = (y - b)^T, then U x^T = w
+        outputs = torch.linalg.solve_triangular(lower, (inputs - self.bias).T, upper=False, unitriangular=True)
+        outputs = torch.linalg.solve_triangular(upper, outputs, upper=True).T
+        return outputs, -self.logabsdet() * inputs.new_ones(len(inputs))
+
+    def weight_inverse(self):
+        lower, upper = self._create_lower_upper()
+        identity = torch.eye(self.features, dtype=lower.dtype, device=lower.device)
+        lower_inverse = torch.linalg.solve_triangular(lower, identity, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, lower_inverse, upper=True)
+
+
 _MIXING = {
     "reverse": nt.ReversePermutation,
     "random": nt.RandomPermutation,
-    "lu": nt.LULinear,
+    "lu": LULinear,
 }
 
 

@@ -60,9 +60,10 @@ class LikelihoodEstimate:
         self.bits_per_dim = -self.mean / (self.num_dims * math.log(2))
 
     def label(self) -> str:
+        if self.method == "exact":
+            return "exact"
         name = self.method.upper() if self.method in ("elbo", "iwae", "ais") else self.method
-        k = f", k={self.num_samples}" if self.method != "exact" else ""
-        return f"{name} {self.kind}{k}"
+        return f"{name} {self.kind}, k={self.num_samples}"
 
     def term_summary(self) -> dict[str, tuple[float, float]]:
         """Each term's mean in nats and bits/dim."""
@@ -166,6 +167,8 @@ def log_likelihood(
         raise ValueError(f"unknown method {method!r}; registered: {sorted(ESTIMATORS)}")
     if method not in methods:
         raise ValueError(f"method {method!r} is not valid for {type(model).__name__}; use one of {list(methods)}")
+    if method == "exact" and not getattr(model, "exact", True):
+        raise ValueError(f"{type(model).__name__} has no exact likelihood here; use one of {list(methods)}")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     model.validate(x)
@@ -192,8 +195,6 @@ def log_likelihood(
         model.train(was_training)
 
     kind = _KIND[method]
-    if method == "exact" and not getattr(model, "exact", True):
-        kind = "bound"  # e.g. a flow on dequantized discrete data
     return LikelihoodEstimate(
         pointwise=torch.cat(pointwise),
         method=method,

@@ -14,6 +14,8 @@ References:
     Kingma, Welling (2014). Auto-Encoding Variational Bayes. ICLR.
     Rezende, Mohamed, Wierstra (2014). Stochastic Backpropagation and Approximate Inference
     in Deep Generative Models. ICML.
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling (2016). Improved Variational
+    Inference with Inverse Autoregressive Flow. NeurIPS.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..distributions import (
     check_prior,
     likelihood as make_likelihood,
 )
+from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
 from ..nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import GenerativeModel, _move_distribution, register_family
 
@@ -71,13 +74,18 @@ def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=Non
         return StandardNormalPrior(latent_dim)
     if prior == "mixture":
         return MixturePrior(latent_dim)
+    if prior in FLOW_KINDS:
+        return flow_prior(prior, latent_dim)
     if prior == "vamp":
         if posterior_params is None:
             raise ValueError("the 'vamp' prior needs the VAE's encoder")
         pseudo_inputs = torch.rand(50, *event_shape)
         return VampPrior(posterior_params, pseudo_inputs)
     if isinstance(prior, str):
-        raise ValueError(f"unknown prior {prior!r}; expected 'normal', 'mixture', 'vamp', a distribution or a module")
+        raise ValueError(
+            f"unknown prior {prior!r}; expected 'normal', 'mixture', 'vamp', a flow kind {list(FLOW_KINDS)}, "
+            "a distribution or a module"
+        )
     if isinstance(prior, torch.distributions.Distribution):
         check_prior(prior, latent_dim)
         return _FixedPrior(prior)
@@ -86,6 +94,36 @@ def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=Non
     if callable(prior):
         return _CallablePrior(prior)
     raise TypeError(f"cannot use {type(prior).__name__} as a prior")
+
+
+# posterior name -> flow kind and options; each samples (and scores its samples) in one pass
+_POSTERIOR_FLOWS = {
+    "iaf": ("iaf", {}),
+    "nsf": ("nsf", {"inverse": True}),
+    "realnvp": ("realnvp", {}),
+    "nsf_coupling": ("nsf_coupling", {}),
+}
+
+
+def _resolve_posterior(posterior, latent_dim: int, features: int):
+    """``None`` for the diagonal Normal guide, else a conditional flow on ``latent_dim``-vectors
+    whose context is the encoder's ``features``-vector."""
+    if posterior is None or posterior == "normal":
+        return None
+    if isinstance(posterior, str):
+        if posterior not in _POSTERIOR_FLOWS:
+            raise ValueError(f"unknown posterior {posterior!r}; expected 'normal', {', '.join(map(repr, _POSTERIOR_FLOWS))} or a conditional flow")
+        kind, options = _POSTERIOR_FLOWS[posterior]
+        return build_flow(kind, latent_dim, num_layers=2, hidden=max(64, 2 * latent_dim), context_dim=features, **options)
+    if not hasattr(posterior, "condition"):
+        raise TypeError(f"posterior must be a name or a conditional flow with .condition(context), got {type(posterior).__name__}")
+    dim, context_dim = getattr(posterior, "dim", latent_dim), getattr(posterior, "context_dim", features)
+    if dim != latent_dim or context_dim != features:
+        raise ValueError(
+            f"the posterior flow must act on latent_dim={latent_dim} vectors with context_dim={features} "
+            f"(the encoder's features), got dim={dim}, context_dim={context_dim}"
+        )
+    return posterior
 
 
 @register_family("vae")
@@ -98,8 +136,14 @@ class VAE(GenerativeModel):
         ``"normal"``, a :class:`~probgen.distributions.Likelihood`, or a callable mapping the
         decoder's output to a distribution over one data point.
     :param num_levels: levels of discrete data, for the named discrete likelihoods.
-    :param prior: ``"normal"`` (default), ``"mixture"``, ``"vamp"``, a Pyro distribution with
-        event shape ``(latent_dim,)``, or a module/callable returning one.
+    :param prior: ``"normal"`` (default), ``"mixture"``, ``"vamp"``, a flow kind (``"nsf"``,
+        ``"maf"``, ... a :func:`probgen.flows.prior` with default sizes), a Pyro distribution
+        with event shape ``(latent_dim,)``, or a module/callable returning one.
+    :param posterior: ``"normal"`` (diagonal Normal, default), ``"iaf"``, ``"nsf"`` (an inverse
+        autoregressive spline), ``"realnvp"``, ``"nsf_coupling"`` (two conditional flow steps
+        each), or a conditional flow (e.g. ``pg.flows.build("iaf", latent_dim, context_dim=F,
+        ...)``) whose context is the encoder's ``F`` features. The guide draws the diagonal
+        Normal and pushes it through the flow (Kingma et al., 2016).
     :param encoder: a module mapping a batch of (scaled) data to feature vectors; its
         ``out_features`` attribute, or a trial call, gives the feature size.
     :param decoder: a module mapping latents to the likelihood's parameters (a flat vector of
@@ -115,7 +159,7 @@ class VAE(GenerativeModel):
         torch.Size([3, 8, 8])
     """
 
-    likelihood_methods = ("iwae", "elbo")
+    likelihood_methods = ("iwae", "elbo", "ais")
     default_objective = "elbo"
 
     def __init__(
@@ -126,6 +170,7 @@ class VAE(GenerativeModel):
         likelihood: str | Likelihood | Callable = "bernoulli",
         num_levels: int | None = None,
         prior="normal",
+        posterior="normal",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         network: str = "mlp",
@@ -133,7 +178,10 @@ class VAE(GenerativeModel):
     ):
         event_shape = tuple(int(s) for s in event_shape)
         # only a model built from names can be rebuilt from a checkpoint's config
-        rebuildable = isinstance(likelihood, str) and isinstance(prior, str) and encoder is None and decoder is None
+        rebuildable = (
+            isinstance(likelihood, str) and isinstance(prior, str) and isinstance(posterior, str)
+            and encoder is None and decoder is None
+        )
         likelihood_name = likelihood
         if isinstance(likelihood, str):
             likelihood = make_likelihood(likelihood, event_shape, num_levels)
@@ -155,6 +203,7 @@ class VAE(GenerativeModel):
             with torch.no_grad():
                 features = encoder(torch.zeros(1, *event_shape)).shape[-1]
         self.posterior_head = nn.Linear(features, 2 * self.latent_dim)
+        self.posterior_flow = _resolve_posterior(posterior, self.latent_dim, features)
 
         if decoder is None:
             if not isinstance(likelihood, Likelihood):
@@ -174,6 +223,7 @@ class VAE(GenerativeModel):
                 "likelihood": likelihood_name,
                 "num_levels": num_levels,
                 "prior": prior,
+                "posterior": posterior,
                 "network": network,
                 "hidden": list(hidden),
             }
@@ -183,11 +233,16 @@ class VAE(GenerativeModel):
     def _network_input(self, x):
         return self.likelihood.network_input(x) if isinstance(self.likelihood, Likelihood) else x
 
-    def _posterior_params(self, network_input):
-        """``(loc, scale)`` of the diagonal Normal :math:`q(z \\mid x)` and the encoder features."""
+    def _posterior(self, network_input):
+        """``(loc, scale, features)``: the diagonal Normal and the encoder features that
+        condition a flow posterior."""
         features = self.encoder(network_input)
         loc, raw_scale = self.posterior_head(features).chunk(2, -1)
-        return loc, F.softplus(raw_scale) + 1e-4
+        return loc, F.softplus(raw_scale) + 1e-4, features
+
+    def _posterior_params(self, network_input):
+        """``(loc, scale)`` of the diagonal Normal :math:`q(z \\mid x)` (the VampPrior reads it)."""
+        return self._posterior(network_input)[:2]
 
     def prior_distribution(self) -> dist.TorchDistribution:
         """The prior :math:`p(z)` as a distribution over ``latent_dim``-vectors."""
@@ -210,10 +265,16 @@ class VAE(GenerativeModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, *, num_data: int | None = None):
-        """The amortized posterior :math:`q(z \\mid x)`, one latent per data point."""
+        """The amortized posterior :math:`q(z \\mid x)`, one latent per data point: a diagonal
+        Normal, pushed through the flow posterior (conditioned on the encoder's features) if
+        there is one. It stays one site ``"z"``, so the flow's log-determinant is part of
+        ``log q(z | x)`` wherever a trace scores it (ELBO, IWAE, ``log_weights``)."""
         with pyro.plate("data", len(x), dim=-1):
-            loc, scale = self._posterior_params(self._network_input(x))
-            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            loc, scale, features = self._posterior(self._network_input(x))
+            q = dist.Normal(loc, scale).to_event(1)
+            if self.posterior_flow is not None:
+                q = dist.TransformedDistribution(q, [self.posterior_flow.condition(features)])
+            return pyro.sample("z", q)
 
     @torch.no_grad()
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:

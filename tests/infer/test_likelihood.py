@@ -60,3 +60,18 @@ def test_bad_requests_are_refused(kwargs, error, message):
     vae = pg.VAE((4,), 2, likelihood="normal", hidden=(8, 8))
     with pytest.raises(error, match=message):
         pg.log_likelihood(vae, torch.zeros(3, 4), **kwargs)
+
+
+def test_exact_estimates_are_labelled_exact():
+    est = LikelihoodEstimate(torch.tensor([-1.0, -2.0]), method="exact", is_bound=False, num_samples=1,
+                             num_dims=2, kind="exact", density=True)
+    assert str(est).startswith("-1.50 ± 0.50 nats (density) (exact) = ")
+
+
+def test_exact_is_refused_for_a_model_without_an_exact_likelihood():
+    class NotExact(pg.VAE):
+        likelihood_methods = ("exact", "iwae")
+        exact = False
+
+    with pytest.raises(ValueError, match="has no exact likelihood"):
+        pg.log_likelihood(NotExact((4,), 2, likelihood="normal", hidden=(8, 8)), torch.zeros(3, 4), method="exact")
