@@ -29,7 +29,7 @@ PROTOCOL_SAMPLES = 2500
 
 @dataclasses.dataclass
 class ModeCoverage:
-    """What :func:`mode_coverage` returns.
+    r"""What :func:`mode_coverage` returns.
 
     :ivar modes_covered: modes with at least one high-quality sample.
     :ivar num_modes: modes in the benchmark (8 or 25).

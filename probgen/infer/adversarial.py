@@ -41,9 +41,9 @@ import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
 
-from .objectives import Objective
+from .objectives import OBJECTIVES, Objective
 
-__all__ = ["Adversarial", "adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate"]
+__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 
@@ -136,6 +136,9 @@ class Adversarial(Objective):
         1
     """
 
+    # the recorded loss is the discriminator's estimate of the divergence, not a likelihood
+    loss_unit = "(divergence estimate)"
+
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
                  discriminator: torch.nn.Module | None = None):
         _check_loss(loss)
@@ -193,7 +196,7 @@ class Adversarial(Objective):
         d = self._discriminator(model)
         n, k = len(batch), self.discriminator_steps
         # the generator is fixed during the k discriminator steps, so one draw of k * n
-        # samples is the same as k fresh draws of n
+        # samples is the same as k fresh draws of n (up to batch-norm statistics in G)
         with torch.no_grad():
             fakes = self.generate(model, k * n).split(n)
         for fake in fakes:
@@ -219,6 +222,6 @@ class Adversarial(Objective):
         return f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight})"
 
 
-def adversarial(loss: str = "nonsaturating", **options) -> Adversarial:
-    """Build an :class:`Adversarial` objective (the lowercase factory)."""
-    return Adversarial(loss, **options)
+# "hinge", "wgan-gp:5", ...: the count after ':' is the number of discriminator steps
+for _name in LOSSES:
+    OBJECTIVES[_name] = (lambda name: lambda k=1: Adversarial(name, discriminator_steps=k))(_name)

@@ -40,6 +40,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     checkpoint_dir: Path | None = None
+    loss_unit: str = "nats"
 
     def plot(self, path: str | Path) -> Path:
         """Save the loss curves as a PNG."""
@@ -50,7 +51,7 @@ class FitResult:
     def __repr__(self):
         return (
             f"FitResult(epochs_run={self.epochs_run}, best_epoch={self.best_epoch}, "
-            f"best_loss={self.best_loss:.4f} nats, stopped_early={self.stopped_early})"
+            f"best_loss={self.best_loss:.4f} {self.loss_unit}, stopped_early={self.stopped_early})"
         )
 
 
@@ -249,7 +250,8 @@ def fit(
 
     if restore_best and valid is not None and best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(history, best_epoch, best_loss, epoch, stopped_early, checkpoint_dir)
+    return FitResult(history, best_epoch, best_loss, epoch, stopped_early, checkpoint_dir,
+                     loss_unit=getattr(objective, "loss_unit", "nats"))
 
 
 @torch.no_grad()

@@ -27,6 +27,9 @@ Update = Callable[[str, torch.Tensor], None]
 class Objective:
     """How :func:`probgen.fit` trains a model: the base of every objective."""
 
+    #: what the recorded losses measure, for printing
+    loss_unit = "nats"
+
     def parameter_groups(self, model) -> dict[str, list[torch.nn.Parameter]]:
         """Named groups of trainable parameters, one optimizer each."""
         return {"model": [p for p in model.parameters() if p.requires_grad]}

@@ -39,19 +39,15 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
+from ..datasets import DataInfo
 from ..distributions import validate_data
-from ..nn import MLP
+from ..nn import MLP, _fold
 from .base import GenerativeModel, register_family
 from .vae import resolve_prior
 
-__all__ = ["GAN", "gan", "LOSSES", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]
+__all__ = ["GAN", "LOSSES", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
-
-
-def _fold(x, event_dims):
-    batch = x.shape[: x.dim() - event_dims]
-    return x.reshape(-1, *x.shape[x.dim() - event_dims :]), batch
 
 
 class MLPGenerator(nn.Module):
@@ -166,6 +162,11 @@ class GAN(GenerativeModel):
         for images of height and width divisible by 4).
     :param discriminator_steps: discriminator updates per generator update in the default
         objective (default 5 for ``"wgan-gp"``, 1 otherwise).
+    :param hidden: hidden sizes of the default MLPs.
+
+    Training: ``pg.fit(gan, data)`` uses :class:`~probgen.infer.Adversarial` with this
+    loss; ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
+    ``pg.log_likelihood(gan, x, method="ais")`` once ``obs_noise`` is set.
 
     Example::
 
@@ -262,6 +263,14 @@ class GAN(GenerativeModel):
 
         return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
 
+    @property
+    def info(self) -> DataInfo:
+        """The data it is trained on: integer levels with ``num_levels``, real values otherwise;
+        real values once ``obs_noise`` makes it a density over the real space."""
+        if self.num_levels is None or self.obs_noise is not None:
+            return DataInfo("", self.event_shape, "real")
+        return DataInfo("", self.event_shape, "binary" if self.num_levels == 2 else "discrete", self.num_levels)
+
     def validate(self, x: torch.Tensor, what: str = "data") -> None:
         validate_data(x, self.event_shape, what)
         if self.num_levels is not None and self.obs_noise is None:
@@ -274,14 +283,18 @@ class GAN(GenerativeModel):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`G(z)` in the data's space: squashed into ``[0, K-1]`` for discrete data."""
-        out = self.generator(z)
+        # read from _modules: PyroModule attribute access would announce every weight as a
+        # Pyro param site on each call, which the adversarial objective and AIS never read
+        # (they step torch optimizers and differentiate in z) and which costs more than a
+        # small generator's forward pass
+        out = self._modules["generator"](z)
         if self.num_levels is not None:
             out = torch.sigmoid(out) * (self.num_levels - 1)
         return out
 
     def prior_distribution(self) -> dist.TorchDistribution:
         """The prior :math:`p(z)` over ``latent_dim``-vectors."""
-        return self.prior()
+        return self._modules["prior"]()
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """:math:`p(x \\mid z) = \\mathcal{N}(G(z), \\sigma^2 I)`; needs ``obs_noise``."""
@@ -323,7 +336,3 @@ class GAN(GenerativeModel):
         levels = f", num_levels={self.num_levels}" if self.num_levels else ""
         return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, loss={self.loss!r}, obs_noise={self.obs_noise}{levels}"
 
-
-def gan(event_shape, latent_dim: int, **options) -> GAN:
-    """Build a :class:`GAN` (the lowercase factory)."""
-    return GAN(event_shape, latent_dim, **options)

@@ -1,0 +1,139 @@
+"""The adversarial objective: losses, the per-sample gradient penalty, generic Pyro generators."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+import probgen as pg
+from probgen.infer.adversarial import discriminator_loss, divergence_estimate, generator_loss, gradient_penalty
+
+
+class Linear1(nn.Module):
+    """A hand-made discriminator D(x) = w . x + c with known scores and gradients."""
+
+    def __init__(self, w, c=0.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
+        self.c = nn.Parameter(torch.tensor(float(c)))
+
+    def forward(self, x):
+        return x @ self.w + self.c
+
+
+class Quadratic(nn.Module):
+    """D(x) = sum(x^3) / 3 + a . x: per-example gradients x^2 + a differ between examples."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor([0.5, -1.0]))
+
+    def forward(self, x):
+        return (x**3).sum(-1) / 3 + x @ self.a
+
+
+def test_losses_on_a_hand_made_discriminator():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-1.0, 3.0])
+    # the discriminator scores data high and samples low; each loss is checked by hand
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731
+    cases = {
+        "nonsaturating": ((sp(-2) + sp(-0.5)) / 2 + (sp(-1) + sp(3)) / 2, (sp(1) + sp(-3)) / 2),
+        "hinge": ((0 + 0.5) / 2 + (0 + 4) / 2, -(-1 + 3) / 2),
+        "wgan-gp": ((-1 + 3) / 2 - (2 + 0.5) / 2, -(-1 + 3) / 2),
+    }
+    for loss, (d_expected, g_expected) in cases.items():
+        assert discriminator_loss(loss, real, fake).item() == pytest.approx(d_expected, rel=1e-6)
+        assert generator_loss(loss, fake).item() == pytest.approx(g_expected, rel=1e-6)
+    # a perfect discriminator: the losses reach their minima and the divergences their maxima
+    big = torch.tensor([50.0])
+    assert discriminator_loss("nonsaturating", big, -big).item() == pytest.approx(0, abs=1e-6)
+    assert divergence_estimate("nonsaturating", 0.0) == pytest.approx(math.log(2))
+    assert discriminator_loss("hinge", big, -big).item() == 0 and divergence_estimate("hinge", 0.0) == 1
+    # a discriminator that cannot tell them apart: divergence 0
+    zero = torch.zeros(3)
+    assert divergence_estimate("nonsaturating", discriminator_loss("nonsaturating", zero, zero).item()) == pytest.approx(0, abs=1e-6)
+    assert divergence_estimate("hinge", discriminator_loss("hinge", zero, zero).item()) == 0
+    # the generator lowers its loss by raising the discriminator's score of its samples
+    for loss in ("nonsaturating", "hinge", "wgan-gp"):
+        assert generator_loss(loss, fake + 1) < generator_loss(loss, fake)
+        assert discriminator_loss(loss, real + 1, fake - 1) < discriminator_loss(loss, real, fake)
+
+
+def test_gradient_penalty_equals_a_per_example_computation():
+    torch.manual_seed(0)
+    d = Quadratic()
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    eps = torch.rand(6)
+    penalty = gradient_penalty(d, real, fake, weight=10.0, epsilon=eps)
+    direct = []
+    for i in range(6):
+        point = (eps[i] * real[i] + (1 - eps[i]) * fake[i]).requires_grad_(True)
+        (grad,) = torch.autograd.grad(d(point[None]).sum(), point)
+        assert torch.allclose(grad, point.detach() ** 2 + d.a.detach())  # D's gradient by hand
+        direct.append((grad.norm() - 1) ** 2)
+    assert penalty.item() == pytest.approx(10.0 * torch.stack(direct).mean().item(), rel=1e-5)
+    # differentiable in the discriminator's parameters (it is part of the critic's loss)
+    (grad_a,) = torch.autograd.grad(penalty, d.a)
+    assert torch.isfinite(grad_a).all() and grad_a.abs().sum() > 0
+    # a 1-Lipschitz linear critic with unit-norm weights has zero penalty
+    assert gradient_penalty(Linear1([0.6, 0.8]), real, fake).item() == pytest.approx(0, abs=1e-10)
+
+
+def test_k_discriminator_steps_per_generator_step():
+    gan = pg.GAN((2,), 2, hidden=(16,), loss="wgan-gp")
+    assert gan.discriminator_steps == 5
+    calls = []
+    objective = pg.infer.Adversarial("wgan-gp", discriminator_steps=3)
+    value = objective.train_step(gan, torch.randn(8, 2), lambda group, loss: calls.append(group))
+    assert calls == ["discriminator"] * 3 + ["generator"] and math.isfinite(value)
+    # the discriminator's parameters are trainable again after the generator step
+    assert all(p.requires_grad for p in gan.discriminator.parameters())
+    assert isinstance(pg.infer.resolve_objective(gan, "hinge:4"), pg.infer.Adversarial)
+    assert pg.infer.resolve_objective(gan, "hinge:4").discriminator_steps == 4
+    assert pg.infer.resolve_objective(gan).loss == "wgan-gp"
+
+
+def test_a_vae_decoder_trains_as_a_generator():
+    # any Pyro model with a reparameterized "x" site: here a VAE with a Normal likelihood
+    torch.manual_seed(0)
+    vae = pg.VAE((2,), 2, likelihood="normal", hidden=(16,))
+    critic = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    objective = pg.infer.Adversarial("hinge", discriminator=critic)
+    groups = objective.parameter_groups(vae)
+    assert {id(p) for p in groups["discriminator"]} == {id(p) for p in critic.parameters()}
+    decoder_before = [p.detach().clone() for p in vae.decoder.parameters()]
+    encoder_before = [p.detach().clone() for p in vae.encoder.parameters()]
+    data = pg.datasets.load("ring8").train[:256]
+    pg.fit(vae, data, objective=objective, epochs=1, batch_size=64, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, vae.decoder.parameters()))
+    # the encoder takes no part in generating, so it gets no gradient and does not move
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, vae.encoder.parameters()))
+
+
+def test_adversarial_bad_input():
+    with pytest.raises(ValueError, match="unknown adversarial loss 'ls'"):
+        pg.infer.Adversarial("ls")
+    with pytest.raises(ValueError, match="discriminator_steps must be a positive integer"):
+        pg.infer.Adversarial(discriminator_steps=0)
+    vae = pg.VAE((2,), 2, likelihood="bernoulli", hidden=(8,))
+    with pytest.raises(TypeError, match="needs a discriminator module"):
+        pg.fit(vae, torch.ones(4, 2), objective="hinge", epochs=1, progress=False)
+    objective = pg.infer.Adversarial(discriminator=Linear1([1.0, 1.0]))
+    with pytest.raises(ValueError, match="not reparameterized"):
+        objective.train_step(vae, torch.ones(4, 2), lambda group, loss: None)
+
+    class NoX(nn.Module):
+        def model(self, x=None, num_data=1):
+            with pyro.plate("data", num_data):
+                pyro.sample("y", dist.Normal(torch.zeros(num_data), 1.0))
+
+    with pytest.raises(ValueError, match="no sample site 'x'"):
+        objective.train_step(NoX(), torch.ones(4, 2), lambda group, loss: None)
+    gan = pg.GAN((2,), 2, discriminator=nn.Linear(2, 3))
+    with pytest.raises(ValueError, match="one score per data point"):
+        pg.fit(gan, torch.ones(4, 2), epochs=1, progress=False)

@@ -1,0 +1,141 @@
+"""pg.GAN: the implicit Pyro program, training in pg.fit, checkpoints with two optimizers."""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+
+import probgen as pg
+
+
+def test_the_program_puts_g_of_z_at_site_x():
+    gan = pg.GAN((2,), 3, hidden=(16,))
+    trace = poutine.trace(gan.model).get_trace(num_data=5)
+    site, z = trace.nodes["x"], trace.nodes["z"]["value"]
+    assert isinstance(site["fn"], dist.Delta) and not site["is_observed"]
+    assert z.shape == (5, 3) and torch.equal(site["value"], gan.generate(z))
+    assert [f.name for f in site["cond_indep_stack"]] == ["data"]
+    assert site["value"].requires_grad  # differentiable in G's parameters
+    gan.obs_noise = 0.3
+    site = poutine.trace(gan.model).get_trace(num_data=4).nodes["x"]
+    assert isinstance(site["fn"].base_dist, dist.Normal) and (site["fn"].base_dist.scale == 0.3).all()
+    assert gan.config["obs_noise"] == 0.3
+
+
+def test_default_networks_and_sample_shapes():
+    images = pg.GAN((8, 8), 4, num_levels=17)
+    assert type(images.generator).__name__ == "DCGANGenerator" and images.config["network"] == "dcgan"
+    x = images.sample(6)
+    assert x.shape == (6, 8, 8) and x.min() >= 0 and x.max() <= 16
+    assert (images.info.support, images.info.num_levels) == ("discrete", 17)
+    images.obs_noise = 1.0  # a Gaussian density over the levels as real numbers
+    assert images.info.support == "real"
+    images.obs_noise = None
+    assert images.discriminator(x).shape == (6,)
+    vectors = pg.GAN((5,), 2, spectral_norm=True)
+    assert type(vectors.generator).__name__ == "MLPGenerator"
+    assert any(hasattr(m, "parametrizations") for m in vectors.discriminator.modules())
+    # nets accept extra leading dims (AIS runs chains x data at once)
+    assert vectors.generate(torch.randn(3, 4, 2)).shape == (3, 4, 5)
+    assert images.eval().generate(torch.randn(3, 4, 4)).shape == (3, 4, 8, 8)
+
+
+def test_training_on_ring8_covers_more_modes_than_at_initialization():
+    torch.manual_seed(0)
+    gan = pg.GAN((2,), 2, hidden=(64, 64), loss="hinge")
+    before = pg.metrics.mode_coverage(gan.sample(2500), "ring8")
+    data = pg.datasets.load("ring8")
+    # 300 generator steps
+    pg.fit(gan, data.train[:19200], epochs=1, batch_size=64, lr=1e-3, optimizer_options={"betas": (0.5, 0.999)},
+           progress=False)
+    after = pg.metrics.mode_coverage(gan.sample(2500), "ring8")
+    assert after.modes_covered > before.modes_covered
+    radius = gan.sample(2500).norm(dim=1)
+    assert (radius - 1).abs().median() < 0.5  # the samples moved out to the ring
+
+
+def _fit(gan, data, epochs, folder, resume=False):
+    return pg.fit(gan, data, data[:64], epochs=epochs, batch_size=64, checkpoint_dir=folder, resume=resume,
+                  lr={"generator": 1e-3, "discriminator": 2e-3}, progress=False, seed=3)
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
+def test_checkpoints_and_resume_with_both_optimizers(tmp_path, loss):
+    data = pg.datasets.load("ring8").train[:256]
+    torch.manual_seed(1)
+    straight = pg.GAN((2,), 2, hidden=(16, 16), loss=loss)
+    torch.manual_seed(1)
+    resumed = pg.GAN((2,), 2, hidden=(16, 16), loss=loss)
+    full = _fit(straight, data, 3, tmp_path / "a")
+    _fit(resumed, data, 2, tmp_path / "b")
+    state = pg.infer.load_checkpoint(tmp_path / "b" / "last.pt")
+    assert set(state["optimizers"]) == {"generator", "discriminator"}
+    assert state["optimizers"]["discriminator"]["param_groups"][0]["lr"] == 2e-3
+    torch.manual_seed(123)  # resuming restores the random state; this must not matter
+    run = _fit(resumed, data, 3, tmp_path / "b", resume=True)
+    assert run.history["train_loss"] == full.history["train_loss"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(FileExistsError, match="already holds a checkpoint"):
+        _fit(resumed, data, 3, tmp_path / "b")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    gan = pg.GAN((8, 8), 4, num_levels=17, loss="hinge", obs_noise=0.5)
+    gan.obs_noise = 1.5
+    pg.save_model(gan, tmp_path / "gan.pt")
+    loaded = pg.load_model(tmp_path / "gan.pt").eval()
+    assert loaded.obs_noise == 1.5 and loaded.loss == "hinge" and loaded.num_levels == 17
+    z = torch.randn(3, 4)
+    assert torch.equal(loaded.generate(z), gan.eval().generate(z))
+    custom = pg.GAN((2,), 2, generator=torch.nn.Linear(2, 2))
+    assert custom.config is None
+    with pytest.raises(ValueError, match="no config to rebuild it from"):
+        pg.save_model(custom, tmp_path / "custom.pt")
+
+
+def test_gan_bad_input():
+    with pytest.raises(ValueError, match="unknown loss 'wgan'"):
+        pg.GAN((2,), 2, loss="wgan")
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
+        pg.GAN((2,), 0)
+    with pytest.raises(ValueError, match="obs_noise must be a positive finite number"):
+        pg.GAN((2,), 2, obs_noise=-1.0)
+    with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
+        pg.GAN((2,), 2, num_levels=1)
+    with pytest.raises(ValueError, match="network must be 'mlp' or 'dcgan'"):
+        pg.GAN((2,), 2, network="resnet")
+    with pytest.raises(ValueError, match="height and width divisible by 4"):
+        pg.GAN((6, 6), 2, network="dcgan")
+    gan = pg.GAN((8, 8), 2, num_levels=17)
+    with pytest.raises(ValueError, match=r"integer levels \{0, 1, ..., 16\}"):
+        pg.fit(gan, torch.full((4, 8, 8), 0.5), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"shape \(num_data, 8, 8\)"):
+        pg.fit(gan, torch.zeros(4, 64), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="lr gives no learning rate for the parameter groups"):
+        pg.fit(gan, torch.zeros(4, 8, 8), epochs=1, lr={"generator": 1e-3}, progress=False)
+
+
+def test_cli_fit_and_evaluate_a_gan(tmp_path, capsys):
+    from probgen.cli import main
+
+    out = tmp_path / "ring"
+    assert main(["fit", "gan", "--data", "ring8", "--epochs", "1", "--batch-size", "1024", "--loss", "hinge",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "samples.png").is_file() and (out / "checkpoints" / "last.pt").is_file()
+    assert "mode coverage:" in capsys.readouterr().out
+    # the implicit model has no likelihood until it is given observation noise
+    assert main(["evaluate", str(out), "--method", "ais", "--num-test", "5", "--num-samples", "2", "--ais-steps", "5"]) == 2
+    assert "no obs_noise" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--method", "ais", "--obs-noise", "0.1", "--num-test", "5", "--num-samples", "2",
+                 "--ais-steps", "5"]) == 0
+    assert "AIS estimate, k=2" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--method", "ais", "--obs-noise", "auto", "--num-test", "5", "--num-samples", "2",
+                 "--ais-steps", "3"]) == 0
+    assert "chosen by AIS on 100 validation points" in capsys.readouterr().out
+    digits = tmp_path / "digits"
+    assert main(["fit", "gan", "--data", "optdigits", "--epochs", "1", "--batch-size", "512", "--out", str(digits),
+                 "--no-progress"]) == 0
+    assert (digits / "samples.png").is_file()
