@@ -1,5 +1,31 @@
-"""Diagnostics and figures."""
+"""Diagnostics and figures: per-data-point PSIS, the ArviZ export, plots.
+
+The ArviZ export (:func:`to_inference_data`, :func:`load_inference_data`, :func:`plot_khat`)
+is loaded on first use: ArviZ takes seconds to import.
+"""
 
 from .plots import save_loss_curve, save_sample_grid, save_scatter
+from .psis import ParetoKWarning, PSISResult, pareto_smooth, psis_khat
 
-__all__ = ["save_loss_curve", "save_sample_grid", "save_scatter"]
+_ARVIZ_EXPORTS = ("load_inference_data", "plot_khat", "to_inference_data")
+
+__all__ = [
+    "PSISResult",
+    "ParetoKWarning",
+    "load_inference_data",
+    "pareto_smooth",
+    "plot_khat",
+    "psis_khat",
+    "save_loss_curve",
+    "save_sample_grid",
+    "save_scatter",
+    "to_inference_data",
+]
+
+
+def __getattr__(name):
+    if name in _ARVIZ_EXPORTS:
+        from . import arviz
+
+        return getattr(arviz, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,12 @@ r"""Export a fitted model's posterior, importance weights and log-likelihoods to
   :math:`\hat k`, dims ``(datum,)``; ``"psis_log_likelihood"``, the PSIS estimate, ``(datum,)``;
 - ``observed_data``: ``"x"``, dims ``(datum, x_dim_0, ...)``.
 
+The draws and weights are those of ``model.log_weights``: a model with an empty guide (a
+GAN with observation noise) draws :math:`z` from the prior, so its weights are
+:math:`p(x_n \mid z_s)` and its :math:`\hat k` diagnoses prior importance sampling, while
+its ``log_likelihood`` group holds the AIS estimate. A flow on real data has no latent
+variable: no ``posterior`` group, constant weights, :math:`\hat k = -\infty`.
+
 It saves with ``idata.to_netcdf(path)`` and loads with :func:`load_inference_data` (or
 ``arviz.from_netcdf``). This is the only probgen module that imports ArviZ, so a move to
 ArviZ 1.x (built on ``xarray.DataTree``) changes this file alone.
@@ -29,12 +35,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
 
 from ..infer.likelihood import LikelihoodEstimate, log_likelihood as estimate_log_likelihood
-from .psis import psis_result
+from .psis import importance_log_weights, psis_result
 
 with warnings.catch_warnings():
     # ArviZ 0.2x announces its 1.x refactor on import; say it once in the docs, not every run
@@ -46,19 +52,28 @@ __all__ = ["to_inference_data", "load_inference_data", "plot_khat"]
 
 
 class _LatentRecorder(Messenger):
-    """Keeps the value of every unobserved sample site that ``log_weights`` draws.
+    """Keeps the values of the latent sample sites that ``log_weights`` draws, per call.
 
     In :func:`~probgen.models.base.trace_log_weights` the guide draws each latent and the
-    model replays the same value, so the last value seen under a name is the guide's draw.
+    replayed model receives the very same tensor, which is therefore recorded once.
+
+    :param keep: the site names to keep (default: all).
     """
 
-    def __init__(self):
+    def __init__(self, keep=None):
         super().__init__()
-        self.values: dict[str, torch.Tensor] = {}
+        self.keep = None if keep is None else set(keep)
+        self.values: dict[str, list[torch.Tensor]] = {}
+        self._last: dict[str, torch.Tensor] = {}
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and not msg["name"].startswith("_"):
-            self.values[msg["name"]] = msg["value"].detach()
+        if msg["type"] != "sample" or msg["is_observed"] or isinstance(msg["fn"], _Subsample):
+            return
+        name, value = msg["name"], msg["value"]
+        if name.startswith("_") or (self.keep is not None and name not in self.keep) or self._last.get(name) is value:
+            return
+        self._last[name] = value
+        self.values.setdefault(name, []).append(value.detach().cpu())
 
 
 def _choose_sites(names: list[str], sites, max_sites: int) -> list[str]:
@@ -71,30 +86,6 @@ def _choose_sites(names: list[str], sites, max_sites: int) -> list[str]:
         return names
     chosen = np.linspace(0, len(names) - 1, max_sites).round().astype(int)
     return [names[i] for i in sorted(set(chosen.tolist()))]
-
-
-def _draws(model, x, num_samples, batch_size, seed, sites, max_sites):
-    """Log weights ``(S, N)`` and the latent draws ``{site: (S, N, ...)}`` behind them."""
-    model.validate(x)
-    if seed is not None:
-        torch.manual_seed(seed)
-    weights, latents, chosen = [], {}, None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                batch = x[start : start + batch_size].to(model.device)
-                with _LatentRecorder() as recorder:
-                    weights.append(model.log_weights(batch, num_samples).double().cpu())
-                # sites batched per particle and per data point; globals and extras are left out
-                names = [name for name, v in recorder.values.items() if tuple(v.shape[:2]) == (num_samples, len(batch))]
-                chosen = _choose_sites(names, sites, max_sites) if chosen is None else chosen
-                for name in chosen:
-                    latents.setdefault(name, []).append(recorder.values[name].cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(weights, 1), {name: torch.cat(parts, 1) for name, parts in latents.items()}
 
 
 def _site_dims(name: str, event_shape: tuple, taken: dict[str, int]) -> list[str]:
@@ -152,7 +143,22 @@ def to_inference_data(
         raise ValueError(f"max_sites must be a positive integer, got {max_sites!r}")
     if log_likelihood is not None and len(log_likelihood.pointwise) != len(x):
         raise ValueError(f"log_likelihood holds {len(log_likelihood.pointwise)} data points, x holds {len(x)}")
-    log_weights, latents = _draws(model, x, num_samples, batch_size, seed, sites, max_sites)
+    model.validate(x)
+    if seed is not None:
+        torch.manual_seed(seed)
+    weights, parts, chosen = [], {}, None
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        # the first batch names the latent sites; later ones keep only the chosen sites
+        with _LatentRecorder(chosen) as recorder:
+            weights.append(importance_log_weights(model, batch, num_samples, batch_size=len(batch), seed=None))
+        if chosen is None:
+            batched = [name for name, seen in recorder.values.items() if tuple(seen[0].shape[:2]) == (num_samples, len(batch))]
+            chosen = _choose_sites(batched, sites, max_sites)
+        for name in chosen:
+            parts.setdefault(name, []).extend(recorder.values[name])
+    log_weights = torch.cat(weights, 1)
+    latents = {name: torch.cat(values, 1) for name, values in parts.items()}
     psis = psis_result(model, log_weights, warn=warn)
     if log_likelihood is None:
         log_likelihood = estimate_log_likelihood(model, x, method, num_samples, batch_size=batch_size, seed=seed)
@@ -189,7 +195,7 @@ def to_inference_data(
     )
     groups["sample_stats"] = xr.Dataset(
         {
-            "log_weight": (["chain", "draw", "datum"], log_weights.numpy()[None]),
+            "log_weight": (["chain", "draw", "datum"], log_weights.double().numpy()[None]),
             "pareto_k": (["datum"], psis.khat.numpy()),
             "psis_log_likelihood": (["datum"], psis.estimate.pointwise.numpy()),
         },
@@ -219,7 +225,10 @@ def plot_khat(idata: "az.InferenceData", path: str | Path, title: str = "") -> P
 
     fig = Figure(figsize=(7, 3.5))
     ax = fig.add_subplot()
-    az.plot_khat(idata.sample_stats["pareto_k"].values, ax=ax, show_hlines=True, threshold=0.7, show=False)
+    with warnings.catch_warnings():
+        # ArviZ 0.2x prefers ELPDData to a plain array of k; the array is what we have per data point
+        warnings.simplefilter("ignore", FutureWarning)
+        az.plot_khat(idata.sample_stats["pareto_k"].values, ax=ax, show_hlines=True, threshold=0.7, show=False)
     ax.set_xlabel("data point")
     ax.set_title(title or "Pareto k of the importance weights, per data point")
     path = Path(path)

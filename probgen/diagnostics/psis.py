@@ -119,6 +119,7 @@ def pareto_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     Example::
 
         >>> import torch
+        >>> _ = torch.manual_seed(0)
         >>> smoothed, khat = pareto_smooth(torch.randn(1000, 3))
         >>> smoothed.shape, bool((khat < 0.5).all())
         (torch.Size([1000, 3]), True)
@@ -153,7 +154,9 @@ def pareto_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_size: int = 100, seed: int | None = 0) -> torch.Tensor:
-    """The model's log importance weights for every data point: ``(num_samples, len(x))``, float64, on the CPU.
+    """The model's log importance weights for every data point: ``(num_samples, len(x))``, on the CPU.
+
+    They keep the model's dtype, from which :func:`pareto_smooth` judges what is rounding.
 
     Runs ``model.log_weights`` in evaluation mode without gradients, ``batch_size`` data
     points at a time.
@@ -170,7 +173,7 @@ def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_si
     try:
         with torch.no_grad():
             parts = [
-                model.log_weights(x[start : start + batch_size].to(model.device), num_samples).double().cpu()
+                model.log_weights(x[start : start + batch_size].to(model.device), num_samples).cpu()
                 for start in range(0, len(x), batch_size)
             ]
     finally:

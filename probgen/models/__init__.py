@@ -2,6 +2,8 @@
 
 from .base import FAMILIES, GenerativeModel, build_model, register_family, trace_log_weights
 from .vae import VAE, resolve_prior
-from .gan import GAN, gan
+from .flow import Flow, Quantized
+from .gan import GAN
+from .diffusion import Diffusion, DiffusionELBO
 
-__all__ = ["GAN", "gan", "FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]
+__all__ = ["Flow", "Quantized", "Diffusion", "DiffusionELBO", "GAN", "FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]

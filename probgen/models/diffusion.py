@@ -157,7 +157,7 @@ def _sigmoid(value: float) -> float:
 
 
 def _end_coefficients(logsnr_min: float, logsnr_max: float) -> tuple[float, float, float, float]:
-    """:math:`(\alpha_0, \sigma_0, \alpha_1^2, \log\sigma_1^2)` as Python floats (float64).
+    r""":math:`(\alpha_0, \sigma_0, \alpha_1^2, \log\sigma_1^2)` as Python floats (float64).
     Every schedule starts at ``logsnr_max`` and ends at ``logsnr_min`` by construction (the
     learned one pins them), so the end points need no tensor work on each call."""
     alpha0, sigma0 = math.sqrt(_sigmoid(logsnr_max)), math.sqrt(_sigmoid(-logsnr_max))

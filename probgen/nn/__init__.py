@@ -104,3 +104,8 @@ class ConvDecoder(nn.Module):
     def forward(self, z):
         flat, batch = _fold(z, 1)
         return self.net(flat).reshape(*batch, -1)
+
+
+from .unet import NoiseLevelEmbedding, TimeMLP, UNet  # noqa: E402
+
+__all__ += ["NoiseLevelEmbedding", "TimeMLP", "UNet"]
