@@ -29,9 +29,9 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
 import probgen as pg
+from probgen.models.vae import DecoderMean
 from probgen.infer.adversarial import discriminator_loss, generator_loss, gradient_penalty
 
 
@@ -147,15 +147,6 @@ def timing(args):
 
 # -- 3. AIS log-likelihoods on optdigits ----------------------------------------------------
 
-class DecoderMean(nn.Module):
-    """A VAE decoder's mean image, used as the G of a Gaussian decoder model."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, z):
-        return self.vae.likelihood.mean(self.vae.decoder(z))
 
 
 def ais(args):

@@ -33,9 +33,9 @@ import argparse
 import os
 
 import torch
-from torch import nn
 
 import probgen as pg
+from probgen.models.vae import DecoderMean
 
 SMOKE = os.environ.get("PROBGEN_EXAMPLES_SMOKE") == "1"  # a few seconds, for the docs build
 parser = argparse.ArgumentParser(description="AIS log-likelihoods of a GAN and a VAE on optdigits")
@@ -69,15 +69,6 @@ print("VAE IWAE (its own discrete likelihood):", pg.log_likelihood(vae, test, "i
 print("VAE AIS  (its own discrete likelihood):", pg.log_likelihood(vae, test, "ais", args.chains, **AIS))
 
 
-class DecoderMean(nn.Module):
-    """The VAE decoder's mean image: the G of the VAE's Gaussian decoder model."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, z):
-        return self.vae.likelihood.mean(self.vae.decoder(z))
 
 
 vae_decoder = pg.GAN(data.info.event_shape, LATENT, generator=DecoderMean(vae))

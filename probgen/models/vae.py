@@ -41,7 +41,7 @@ from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
 from ..nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import GenerativeModel, _move_distribution, register_family
 
-__all__ = ["VAE", "resolve_prior"]
+__all__ = ["VAE", "DecoderMean", "resolve_prior"]
 
 
 class _FixedPrior(nn.Module):
@@ -291,3 +291,21 @@ class VAE(GenerativeModel):
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, likelihood={self.likelihood}"
 
+
+
+class DecoderMean(nn.Module):
+    """A VAE decoder's mean in the data space, :math:`z \mapsto \mathbb{E}[x \mid z]`.
+
+    It serves as the generator :math:`G` of a Gaussian decoder model
+    :math:`x \sim \mathcal{N}(G(z), s^2 I)`, e.g. ``pg.GAN(..., generator=DecoderMean(vae),
+    obs_noise=s)``, so a VAE's decoder can be scored by AIS the way Wu et al. (2017) score GANs.
+    """
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        if not isinstance(vae.likelihood, Likelihood):
+            raise TypeError("DecoderMean needs a VAE with a named probgen likelihood (it reads likelihood.mean)")
+        self.vae = vae
+
+    def forward(self, z):
+        return self.vae.likelihood.mean(self.vae.decoder(z))
