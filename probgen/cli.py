@@ -197,7 +197,7 @@ COMPARE_BUDGETS = {
     "smoke": {"epochs": 1, "num_train": 256, "num_valid": 64, "num_test": 32, "num_samples": 25,
               "ais": {"num_samples": 8, "num_steps": 10, "leapfrog_steps": 2}, "idata_points": 16, "idata_samples": 25},
     "quick": {"epochs": 10, "num_train": None, "num_valid": 300, "num_test": 200, "num_samples": 100,
-              "ais": {"num_samples": 16, "num_steps": 50, "leapfrog_steps": 5}, "idata_points": 16, "idata_samples": 20},
+              "ais": {"num_samples": 16, "num_steps": 50, "leapfrog_steps": 5}, "idata_points": 12, "idata_samples": 25},
     "full": {"epochs": 100, "num_train": None, "num_valid": None, "num_test": None, "num_samples": 1000,
              "ais": {"num_samples": 100, "num_steps": 500, "leapfrog_steps": 10}, "idata_points": 500, "idata_samples": 200},
 }
