@@ -46,7 +46,7 @@ import torch
 import probgen as pg
 
 SMOKE = os.environ.get("PROBGEN_EXAMPLES_SMOKE") == "1"  # a few seconds, for the docs build
-parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+parser = argparse.ArgumentParser(description="Comparing the four families by log-likelihood, with honest uncertainty")
 parser.add_argument("--epochs", type=int, default=1 if SMOKE else 5)
 parser.add_argument("--num-train", type=int, default=1000 if SMOKE else 20000)
 parser.add_argument("--num-test", type=int, default=50 if SMOKE else 500)

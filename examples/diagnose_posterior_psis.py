@@ -41,7 +41,7 @@ import torch
 import probgen as pg
 
 SMOKE = os.environ.get("PROBGEN_EXAMPLES_SMOKE") == "1"  # a few seconds, for the docs build
-parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+parser = argparse.ArgumentParser(description="Which data points does the encoder fit badly? Per-data-point PSIS k-hat")
 parser.add_argument("--epochs", type=int, default=1 if SMOKE else 20)
 parser.add_argument("--num-test", type=int, default=50 if SMOKE else 300)
 parser.add_argument("--num-samples", type=int, default=100 if SMOKE else 1000)

@@ -294,7 +294,7 @@ class VAE(GenerativeModel):
 
 
 class DecoderMean(nn.Module):
-    """A VAE decoder's mean in the data space, :math:`z \mapsto \mathbb{E}[x \mid z]`.
+    r"""A VAE decoder's mean in the data space, :math:`z \mapsto \mathbb{E}[x \mid z]`.
 
     It serves as the generator :math:`G` of a Gaussian decoder model
     :math:`x \sim \mathcal{N}(G(z), s^2 I)`, e.g. ``pg.GAN(..., generator=DecoderMean(vae),
