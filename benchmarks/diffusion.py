@@ -192,7 +192,7 @@ def main():
         # a random test subset: the binarized MNIST test split is stored in class order
         train, test = mnist.train[: args.mnist_train], pg.datasets.random_subset(mnist.test, args.mnist_test)
         print(f"\n4. binarized MNIST: {len(train)} training points, {args.mnist_epochs} epochs, "
-              f"first {len(test)} test points (small budget: not a converged number)")
+              f"a fixed random {len(test)} test points (small budget: not a converged number)")
         print(f"{'family':<11}{'estimate':<32}{'nats':>10}{'± se':>7}{'train s':>9}")
         for family in ("diffusion", "vae"):
             est, seconds = train_and_bound(family, mnist, train, test, args.mnist_epochs, 128, 1e-3,
