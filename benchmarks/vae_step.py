@@ -3,7 +3,8 @@
 Both sides use the same encoder/decoder modules (deep copies of one set of weights),
 the same batch, the same single-sample Monte Carlo ELBO (log p(x|z) + log p(z) - log q(z|x)
 with z reparameterized) and torch.optim.Adam. probgen's side is what ``pg.fit`` runs per
-step: ``SVIObjective.train_step`` with Pyro's ``Trace_ELBO.differentiable_loss``; a second
+step: ``SVIObjective.train_step`` with Pyro's ``Trace_ELBO.differentiable_loss``, under
+fit's switches (Pyro's argument checks off, param statements off); a second
 row times whole ``pg.fit`` epochs against the plain loop over the same batches.
 
 Timings are medians over interleaved rounds (probgen, plain, probgen, ...), so drifts in
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 import probgen as pg
 from probgen.infer import SVIObjective, resolve_objective
+from probgen.models.base import param_sites_unread
 
 
 def plain_elbo_loss(vae, x):
@@ -49,7 +51,11 @@ def make_step(kind, vae, opt):
             loss.backward()
             opt.step()
 
-        return lambda x: objective.train_step(vae, x, update)
+        def step(x):  # under the same switches as pg.fit's loop
+            with pyro.validation_enabled(False), param_sites_unread(vae):
+                return objective.train_step(vae, x, update)
+
+        return step
 
     def plain(x):
         loss = plain_elbo_loss(vae, x)

@@ -12,6 +12,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..models.base import param_sites_unread
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
 
@@ -124,7 +125,9 @@ def fit(
     :param progress: show a tqdm progress bar.
 
     Data are validated once, before training; inside the loop Pyro's per-step argument
-    checks are switched off (they cost about a quarter of a small step's time).
+    checks are switched off (they cost about a quarter of a small step's time), and so are
+    the ``param`` statements that only :class:`pyro.infer.SVI` reads (see
+    :func:`probgen.models.base.param_sites_unread`).
 
     Losses are nats per data point (the negative ELBO for SVI objectives). A NaN or
     infinite loss raises :class:`NonFiniteLossError` naming the epoch and step before any
@@ -206,7 +209,7 @@ def fit(
 
     bar = tqdm(total=epochs, initial=start_epoch - 1, desc=f"fit {getattr(model, 'family', 'model')}",
                unit="epoch", disable=not progress, dynamic_ncols=True)
-    with pyro.validation_enabled(False), bar:
+    with pyro.validation_enabled(False), param_sites_unread(model), bar:
         for epoch in range(start_epoch, epochs + 1):
             began = time.perf_counter()
             model.train()

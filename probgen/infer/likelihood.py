@@ -20,6 +20,8 @@ from typing import Callable
 import pyro
 import torch
 
+from ..models.base import param_sites_unread
+
 __all__ = ["LikelihoodEstimate", "log_likelihood", "ESTIMATORS", "register_estimator"]
 
 _KIND = {"exact": "exact", "elbo": "bound", "iwae": "bound"}
@@ -184,7 +186,7 @@ def log_likelihood(
     model.eval()
     pointwise, terms = [], {}
     try:
-        with torch.no_grad(), pyro.validation_enabled(False):  # x was validated above
+        with torch.no_grad(), pyro.validation_enabled(False), param_sites_unread(model):  # x validated above
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)

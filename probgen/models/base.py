@@ -17,6 +17,8 @@ A model is a :class:`pyro.nn.PyroModule` with
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import math
@@ -26,7 +28,7 @@ import pyro
 import pyro.infer
 import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import am_i_wrapped, effectful
 from torch.distributions import constraints
@@ -34,7 +36,7 @@ from torch.distributions import constraints
 from ..datasets import DataInfo
 from ..distributions import Likelihood, validate_data
 
-__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
+__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -157,9 +159,43 @@ def announce_parameters(module: torch.nn.Module) -> None:
             )
 
 
+_PARAM_SITES_UNREAD = contextvars.ContextVar("probgen_param_sites_unread", default=False)
+_PYRO_METHOD_CODE = pyro_method(lambda self: None).__code__
+
+
+def _uses_pyro_attributes(model: torch.nn.Module) -> bool:
+    return any(
+        isinstance(m, PyroModule) and (m._pyro_params or m._pyro_samples) for m in model.modules()
+    )
+
+
+@contextlib.contextmanager
+def param_sites_unread(model: torch.nn.Module):
+    """Run ``model.model``/``model.guide`` without Pyro's module context inside this block.
+
+    :func:`probgen.fit` and the likelihood estimators step and read module parameters
+    directly and never read ``param`` sites, while announcing every weight on every call
+    costs about as much as a small network's forward pass. Models holding ``PyroParam``
+    or ``PyroSample`` attributes need the context to work at all; for them nothing changes.
+    """
+    if _uses_pyro_attributes(model):
+        yield
+        return
+    token = _PARAM_SITES_UNREAD.set(True)
+    try:
+        yield
+    finally:
+        _PARAM_SITES_UNREAD.reset(token)
+
+
 def _announce_params_for_svi(method):
+    # the body without pyro_method's module context, for param_sites_unread
+    bare = method.__wrapped__ if getattr(method, "__code__", None) is _PYRO_METHOD_CODE else method
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        if _PARAM_SITES_UNREAD.get():
+            return bare(self, *args, **kwargs)
         with _ParamSitesForSVI():
             return method(self, *args, **kwargs)
 

@@ -139,7 +139,7 @@ class DiffusionELBO(DifferentiableELBO):
     def differentiable_loss(self, model, guide, x, *args, **kwargs):
         diffusion = self._diffusion(model)
         announce_parameters(diffusion)  # lets pyro.infer.SVI find what to step
-        terms = diffusion.elbo_terms(x, self.num_particles)
+        terms = diffusion._elbo_terms(x, self.num_particles)
         return -sum(terms.values()).sum()
 
 
@@ -448,6 +448,10 @@ class Diffusion(GenerativeModel):
         self.validate(x)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        return self._elbo_terms(x, num_samples)
+
+    def _elbo_terms(self, x: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
+        # the training step's path: pg.fit validated the data once, before training
         x = x.to(self.levels.device)
         times = self._stratified_times((num_samples, len(x)), x.device)
         chunk = max(1, _VALUES_PER_PASS // (len(x) * self.num_dims))

@@ -283,18 +283,14 @@ class GAN(GenerativeModel):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`G(z)` in the data's space: squashed into ``[0, K-1]`` for discrete data."""
-        # read from _modules: PyroModule attribute access would announce every weight as a
-        # Pyro param site on each call, which the adversarial objective and AIS never read
-        # (they step torch optimizers and differentiate in z) and which costs more than a
-        # small generator's forward pass
-        out = self._modules["generator"](z)
+        out = self.generator(z)
         if self.num_levels is not None:
             out = torch.sigmoid(out) * (self.num_levels - 1)
         return out
 
     def prior_distribution(self) -> dist.TorchDistribution:
         """The prior :math:`p(z)` over ``latent_dim``-vectors."""
-        return self._modules["prior"]()
+        return self.prior()
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """:math:`p(x \\mid z) = \\mathcal{N}(G(z), \\sigma^2 I)`; needs ``obs_noise``."""

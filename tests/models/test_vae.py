@@ -166,3 +166,30 @@ def test_bad_inputs_are_refused_before_training(digits):
 def test_a_callable_likelihood_needs_a_decoder():
     with pytest.raises(ValueError, match="needs a decoder"):
         pg.VAE((4,), 2, likelihood=lambda out: dist.Normal(out, 1.0).to_event(1))
+
+
+def test_fit_skips_param_statements_only_where_that_is_safe(digits):
+    from pyro.nn import PyroParam
+
+    from probgen.models.base import param_sites_unread
+
+    def param_sites(vae):
+        trace = poutine.trace(vae.model).get_trace(digits.train[:4])
+        return [name for name, site in trace.nodes.items() if site["type"] == "param"]
+
+    plain = small_vae()
+    assert param_sites(plain)  # SVI needs them outside fit
+    with param_sites_unread(plain):
+        assert param_sites(plain) == []
+
+    class LearnedPriorScale(pg.VAE):
+        @pyro.nn.pyro_method
+        def prior_distribution(self):
+            return dist.Normal(torch.zeros(4), self.prior_scale).to_event(1)
+
+    custom = LearnedPriorScale((8, 8), 4, likelihood="categorical", num_levels=17, hidden=(16, 16))
+    custom.prior_scale = PyroParam(torch.ones(4), constraint=dist.constraints.positive)
+    with param_sites_unread(custom):  # a Pyro-managed attribute: the module context stays
+        assert "prior_scale" in param_sites(custom)
+    pg.fit(custom, digits.train[:256], epochs=2, progress=False)
+    assert not torch.equal(custom.prior_scale, torch.ones(4))
