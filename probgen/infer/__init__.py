@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model, save_check
 from .fit import FitResult, NonFiniteLossError, fit, resolve_device
 from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator
 from .compare import Comparison, ComparisonRow, compare
-from .objectives import IWAE, OBJECTIVES, Objective, SVIObjective, resolve_objective
+from .objectives import IWAE, OBJECTIVES, KLWarmup, Objective, SVIObjective, resolve_objective
 from .adversarial import Adversarial, gradient_penalty
 from .ais import BDMCResult, bdmc, select_obs_noise, sigmoid_schedule
 
@@ -22,6 +22,7 @@ __all__ = [
     "ESTIMATORS",
     "FitResult",
     "IWAE",
+    "KLWarmup",
     "LikelihoodEstimate",
     "NonFiniteLossError",
     "OBJECTIVES",

@@ -213,6 +213,7 @@ def fit(
         for epoch in range(start_epoch, epochs + 1):
             began = time.perf_counter()
             model.train()
+            objective.begin_epoch(epoch)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             total = 0.0
             for step, batch in enumerate(_batches(train, batch_size, generator), 1):

@@ -164,6 +164,22 @@ def _end_coefficients(logsnr_min: float, logsnr_max: float) -> tuple[float, floa
     return alpha0, sigma0, _sigmoid(logsnr_min), -math.log1p(math.exp(logsnr_min))
 
 
+class _VarianceGradient(torch.autograd.Function):
+    r"""Identity forward; backward multiplies the incoming gradient by :math:`2L` per draw,
+    where ``loss`` holds the draw's diffusion loss :math:`L` (filled in after the forward
+    pass, before backward). Placed on the schedule's outputs, it turns the gradient the
+    schedule's parameters receive from :math:`\sum L` into that of :math:`\sum L^2`."""
+
+    @staticmethod
+    def forward(ctx, value, loss):
+        ctx.loss = loss  # read at backward time, after diffusion_term has filled it
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (2 * ctx.loss), None
+
+
 def _alpha_sigma(logsnr: torch.Tensor):
     """:math:`(\\alpha, \\sigma)` of a variance-preserving process, in float64."""
     return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
@@ -209,6 +225,14 @@ class Diffusion(GenerativeModel):
 
     likelihood_methods = ("elbo",)
     default_objective = DiffusionELBO
+    #: In continuous time a learned schedule with pinned end points does not change the
+    #: bound, only the variance of its estimator (Kingma et al., 2021, sec. 5.2). When this is
+    #: true (the default), the schedule's parameters are trained to reduce that variance:
+    #: the gradient they receive from each draw's diffusion loss :math:`L` is that of
+    #: :math:`L^2`, so their update follows :math:`\nabla \mathbb{E}[L^2] = \nabla
+    #: \mathrm{Var}[L]`. Every other parameter gets the ELBO's own gradient. Discrete time,
+    #: where the path does change the bound, always uses the ELBO's gradient.
+    schedule_variance_gradient = True
 
     def __init__(
         self,
@@ -418,6 +442,13 @@ class Diffusion(GenerativeModel):
         schedule = self.schedule
         t = t.to(x.device, torch.float64)
         logsnr = schedule(t)
+        variance_gradient = (
+            self.num_steps is None and self.schedule_variance_gradient and torch.is_grad_enabled()
+            and logsnr.requires_grad
+        )
+        if variance_gradient:
+            loss = torch.full_like(logsnr, math.nan)  # each draw's loss, filled in below
+            logsnr = _VarianceGradient.apply(logsnr, loss)
         alpha, sigma = _alpha_sigma(logsnr)
         z = self._bcast(alpha, y) * y + self._bcast(sigma, y) * noise
         out = self.predict(z, logsnr)
@@ -427,6 +458,11 @@ class Diffusion(GenerativeModel):
         else:
             logsnr_s = schedule(t - 1.0 / self.num_steps)
             weight = 0.5 * self.num_steps * torch.expm1(logsnr_s - logsnr)
+        if variance_gradient:
+            weight = _VarianceGradient.apply(weight, loss)
+            value = weight.to(error.dtype) * error
+            loss.copy_(value.detach())
+            return -value
         return -weight.to(error.dtype) * error
 
     def _stratified_times(self, shape, device) -> torch.Tensor:

@@ -130,10 +130,15 @@ class LearnedSchedule(LogSNRSchedule):
 
     **The end points are pinned** at ``logsnr_min``/``logsnr_max``: the prior and
     reconstruction terms then stay where the fixed schedules put them, and only the path
-    between them is learned. In continuous time the bound does not depend on that path
-    (Kingma et al., 2021, eq. 17), so its gradient there is noise around zero and the
-    schedule stays near its (close to linear) start; in discrete time the path changes the
-    bound and training improves it. Parameters are float64.
+    between them is learned. What the path is learned for depends on time:
+
+    - in discrete time the path changes the bound, and training follows the ELBO's gradient;
+    - in continuous time the bound does not depend on the path (Kingma et al., 2021, eq. 17),
+      only the variance of its one-timestep Monte Carlo estimator does, so
+      :class:`~probgen.models.diffusion.Diffusion` trains the path to minimize that variance
+      (VDM's choice; see ``Diffusion.schedule_variance_gradient``).
+
+    Parameters are float64.
     """
 
     def __init__(self, logsnr_min: float = LOGSNR_MIN, logsnr_max: float = LOGSNR_MAX, hidden: int = 64):

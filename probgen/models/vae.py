@@ -38,7 +38,7 @@ from ..distributions import (
     likelihood as make_likelihood,
 )
 from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
-from ..nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from ..nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import GenerativeModel, _move_distribution, register_family
 
 __all__ = ["VAE", "DecoderMean", "resolve_prior"]
@@ -150,6 +150,8 @@ class VAE(GenerativeModel):
         ``likelihood.num_outputs`` numbers for the named likelihoods).
     :param network: ``"mlp"`` or ``"conv"``: the default encoder/decoder pair.
     :param hidden: hidden sizes of the default MLPs.
+    :param activation: hidden units of the default MLPs: ``"silu"`` (default), ``"relu"``,
+        ``"tanh"``, ``"elu"`` or ``"gated"`` (:class:`probgen.nn.GatedLinear`).
 
     Example::
 
@@ -175,6 +177,7 @@ class VAE(GenerativeModel):
         decoder: nn.Module | None = None,
         network: str = "mlp",
         hidden: tuple[int, ...] = (256, 256),
+        activation: str = "silu",
     ):
         event_shape = tuple(int(s) for s in event_shape)
         # only a model built from names can be rebuilt from a checkpoint's config
@@ -194,9 +197,11 @@ class VAE(GenerativeModel):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
         self.latent_dim = int(latent_dim)
         hidden = tuple(hidden)
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
         if encoder is None:
-            encoder = MLPEncoder(event_shape, hidden) if network == "mlp" else ConvEncoder(event_shape)
+            encoder = MLPEncoder(event_shape, hidden, activation) if network == "mlp" else ConvEncoder(event_shape)
         self.encoder = encoder
         features = getattr(encoder, "out_features", None)
         if features is None:
@@ -209,7 +214,7 @@ class VAE(GenerativeModel):
             if not isinstance(likelihood, Likelihood):
                 raise ValueError("a callable likelihood needs a decoder: pass decoder=... whose output it reads")
             if network == "mlp":
-                decoder = MLPDecoder(self.latent_dim, likelihood.num_outputs, hidden[::-1])
+                decoder = MLPDecoder(self.latent_dim, likelihood.num_outputs, hidden[::-1], activation)
             else:
                 decoder = ConvDecoder(self.latent_dim, event_shape, likelihood.num_params)
         self.decoder = decoder
@@ -226,6 +231,7 @@ class VAE(GenerativeModel):
                 "posterior": posterior,
                 "network": network,
                 "hidden": list(hidden),
+                "activation": activation,
             }
 
     # -- pieces -------------------------------------------------------------------------

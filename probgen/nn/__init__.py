@@ -8,22 +8,56 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
-__all__ = ["MLP", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+__all__ = ["GatedLinear", "MLP", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+
+
+class GatedLinear(nn.Module):
+    r"""A gated hidden layer, :math:`h = (W x + b) \odot \sigma(V x + c)` (Dauphin et al.,
+    2017), as in the MLP VAEs of Tomczak & Welling (2018). One matrix product computes both
+    halves."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.linear = nn.Linear(in_features, 2 * out_features)
+
+    def forward(self, x):
+        value, gate = self.linear(x).chunk(2, -1)
+        return value * torch.sigmoid(gate)
+
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gated": None}
+
+
+def hidden_layers(sizes, activation=nn.SiLU) -> list[nn.Module]:
+    """Hidden layers ``sizes[0] -> sizes[1] -> ...``: a linear map and ``activation`` each, or a
+    :class:`GatedLinear` each when ``activation`` is ``"gated"`` (other names: see ``ACTIVATIONS``)."""
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or a module class")
+        if activation == "gated":
+            return [GatedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        activation = ACTIVATIONS[activation]
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return layers
 
 
 class MLP(nn.Sequential):
     """A multilayer perceptron: ``in_features -> hidden... -> out_features``.
 
-    :param activation: the nonlinearity class placed after every hidden layer.
+    :param activation: the nonlinearity class placed after every hidden layer, or a name:
+        ``"silu"``, ``"relu"``, ``"tanh"``, ``"elu"``, or ``"gated"`` (:class:`GatedLinear`
+        hidden layers).
     """
 
     def __init__(self, in_features: int, hidden: tuple[int, ...] | list[int], out_features: int, activation=nn.SiLU):
         sizes = [in_features, *hidden]
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), activation()]
+        layers = hidden_layers(sizes, activation)
         layers.append(nn.Linear(sizes[-1], out_features))
         super().__init__(*layers)
         self.in_features, self.out_features = in_features, out_features
@@ -36,7 +70,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.event_shape = tuple(event_shape)
         self.out_features = hidden[-1]
-        self.net = nn.Sequential(MLP(math.prod(self.event_shape), hidden[:-1], hidden[-1], activation), activation())
+        self.net = nn.Sequential(*hidden_layers([math.prod(self.event_shape), *hidden], activation))
 
     def forward(self, x):
         return self.net(x.flatten(-len(self.event_shape)))
