@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import math
 
-import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
 import torch.nn.functional as F
 
 from .objectives import OBJECTIVES, Objective
@@ -113,6 +113,19 @@ def _scores(discriminator, x):
     return scores
 
 
+class _SiteX(Messenger):
+    """Keeps the message of sample site ``"x"`` as the program runs: the one site of the
+    trace the adversarial objective reads, without building the whole trace graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.site = None
+
+    def _postprocess_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == "x":
+            self.site = msg
+
+
 class Adversarial(Objective):
     """Adversarial training for :func:`probgen.fit`: parameter groups ``"generator"`` and
     ``"discriminator"``, each with its own optimizer and learning rate.
@@ -170,9 +183,10 @@ class Adversarial(Objective):
     def generate(model, n: int) -> torch.Tensor:
         """``n`` samples read from site ``"x"`` of the model's trace, differentiable in the
         generator's parameters."""
-        trace = poutine.trace(model.model).get_trace(None, num_data=n)
-        site = trace.nodes.get("x")
-        if site is None or site["type"] != "sample":
+        with _SiteX() as record:
+            model.model(None, num_data=n)
+        site = record.site
+        if site is None:
             raise ValueError(f"{type(model).__name__}.model has no sample site 'x' to train adversarially")
         if site["is_observed"]:
             raise ValueError("site 'x' is observed when the model runs with x=None; it must be sampled")
