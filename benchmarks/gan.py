@@ -17,7 +17,7 @@ Three parts, one process, each printing a table:
    on simulated data.
 
     python benchmarks/gan.py                          # small budget, all three parts
-    python benchmarks/gan.py --parts coverage --seeds 5 --epochs 50   # the full coverage run
+    python benchmarks/gan.py --parts coverage --datasets grid25 --losses nonsaturating --seeds 5 --epochs 200 --lr-schedule cosine
     python benchmarks/gan.py --parts ais --ais-epochs 100 --ais-steps 1000 --leapfrog 10 --chains 16 --num-test 1000
 """
 
@@ -48,9 +48,11 @@ def coverage(args):
                 torch.manual_seed(seed)
                 gan = pg.GAN((2,), 2, loss=loss)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                       optimizer_options={"betas": (0.5, 0.999)}, progress=False)
+                       optimizer_options={"betas": (0.5, 0.999)}, lr_schedule=args.lr_schedule, progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))
+                print(f"    {name} {loss} seed {seed}: {results[-1].modes_covered} modes, "
+                      f"{100 * results[-1].high_quality:.1f}% high quality", flush=True)
             modes = [r.modes_covered for r in results]
             quality = [100 * r.high_quality for r in results]
             perfect = sum(r.modes_covered == r.num_modes and r.high_quality >= 0.9 for r in results)
@@ -60,7 +62,8 @@ def coverage(args):
                          (time.perf_counter() - began) / len(results)))
             print(f"  {name} {loss}: modes {modes}, high quality {[round(q, 1) for q in quality]}", flush=True)
     print(f"\nMode coverage, PacGAN protocol (2500 samples, 3 sd): {args.epochs} epochs x "
-          f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr}, standard normal prior, z in R^2")
+          f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr} "
+          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, z in R^2")
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
     for name, loss, m, mean, sd, low, q, qsd, perfect, n, sec in rows:
@@ -192,6 +195,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default=None, choices=["cosine"], help="lr schedule of the coverage runs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)

@@ -78,6 +78,19 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def _make_scheduler(lr_schedule, optimizer, epochs):
+    if lr_schedule is None:
+        return None
+    if lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if isinstance(lr_schedule, str) or not callable(lr_schedule):
+        raise ValueError(f"lr_schedule must be None, 'cosine' or a callable optimizer -> scheduler, got {lr_schedule!r}")
+    scheduler = lr_schedule(optimizer)
+    if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
+        raise TypeError(f"lr_schedule returned {type(scheduler).__name__}, not a torch.optim.lr_scheduler scheduler")
+    return scheduler
+
+
 def _batches(data, batch_size, generator=None):
     order = torch.randperm(len(data), generator=generator) if generator is not None else torch.arange(len(data))
     for start in range(0, len(data), batch_size):
@@ -95,6 +108,7 @@ def fit(
     objective=None,
     optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
     optimizer_options: dict | None = None,
+    lr_schedule=None,
     device="auto",
     seed: int = 0,
     clip_grad: float | None = None,
@@ -114,6 +128,12 @@ def fit(
     :param lr: one learning rate, or one per parameter group (``{"generator": ...}``).
     :param objective: ``None`` (the model's default), a name (``"elbo"``, ``"meanfield"``,
         ``"iwae"``, ``"iwae:k"``), a Pyro ELBO, or an :class:`~probgen.infer.Objective`.
+    :param lr_schedule: ``None`` (constant rates), ``"cosine"`` (every group's rate falls
+        along a half cosine to 0 at the last of ``epochs``), or a callable
+        ``f(optimizer) -> torch.optim.lr_scheduler.LRScheduler`` applied to each group's
+        optimizer. Schedulers step once per epoch; their state is checkpointed, so a resumed
+        run follows the same rates (for ``"cosine"``, those of the ``epochs`` the run was
+        started with).
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     :param seed: seeds torch and Pyro; the data order of epoch ``e`` depends only on
         ``seed`` and ``e``, which, with the random state saved in checkpoints, makes a
@@ -172,6 +192,8 @@ def fit(
     optimizers = {
         name: optimizer(params, lr=rates[name], **(optimizer_options or {})) for name, params in groups.items()
     }
+    schedulers = {name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()}
+    schedulers = {name: sched for name, sched in schedulers.items() if sched is not None}
 
     history = {"train_loss": [], "valid_loss": [], "seconds": []}
     start_epoch = 1
@@ -181,6 +203,14 @@ def fit(
         model.load_state_dict(state["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        saved_schedulers = state.get("schedulers", {})
+        if set(saved_schedulers) != set(schedulers):
+            raise ValueError(
+                f"{checkpoint_dir / LAST} was written with lr_schedule for groups {sorted(saved_schedulers)}, "
+                f"this call has {sorted(schedulers)}: resume with the same lr_schedule"
+            )
+        for name, sched in schedulers.items():
+            sched.load_state_dict(saved_schedulers[name])
         history = {key: list(values) for key, values in state["history"].items()}
         start_epoch = state["epoch"] + 1
         _set_rng_state(state["rng"])
@@ -219,6 +249,8 @@ def fit(
             for step, batch in enumerate(_batches(train, batch_size, generator), 1):
                 total += objective.train_step(model, batch, update) * len(batch)
             history["train_loss"].append(total / len(train))
+            for sched in schedulers.values():
+                sched.step()
             if valid is not None:
                 history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
             history["seconds"].append(time.perf_counter() - began)
@@ -235,6 +267,7 @@ def fit(
                     "config": getattr(model, "config", None),
                     "model": model.state_dict(),
                     "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+                    "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
                     "epoch": epoch,
                     "history": history,
                     "rng": _rng_state(),

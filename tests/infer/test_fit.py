@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -151,3 +153,36 @@ def test_fit_and_evaluate_on_cuda(digits):
     assert vae.device.type == "cuda"
     est = pg.log_likelihood(vae, digits.test[:50], method="iwae", num_samples=20)
     assert torch.isfinite(est.pointwise).all()
+
+
+def test_cosine_lr_schedule_and_exact_resume_with_a_scheduler(digits, tmp_path):
+    train, valid = digits.train[:300], digits.valid[:100]
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    pg.fit(small_vae(), train, epochs=4, batch_size=300, lr=1e-2, lr_schedule="cosine", optimizer=Recording,
+           progress=False)
+    expected = [1e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert seen == pytest.approx(expected)
+    halving = lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)  # noqa: E731
+    whole = pg.fit(small_vae(), train, valid, epochs=4, seed=3, lr_schedule=halving, progress=False)
+    pg.fit(small_vae(), train, valid, epochs=2, seed=3, lr_schedule=halving, checkpoint_dir=tmp_path, progress=False)
+    resumed = pg.fit(small_vae(), train, valid, epochs=4, seed=3, lr_schedule=halving, checkpoint_dir=tmp_path,
+                     resume=True, progress=False)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]
+    assert resumed.history["valid_loss"] == whole.history["valid_loss"]
+
+
+def test_resuming_with_another_lr_schedule_is_refused(digits, tmp_path):
+    pg.fit(small_vae(), digits.train[:200], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="resume with the same lr_schedule"):
+        pg.fit(small_vae(), digits.train[:200], epochs=2, lr_schedule="cosine", checkpoint_dir=tmp_path, resume=True,
+               progress=False)
+    with pytest.raises(ValueError, match="lr_schedule must be None, 'cosine' or a callable"):
+        pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule="linear", progress=False)
+    with pytest.raises(TypeError, match="not a torch.optim.lr_scheduler"):
+        pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule=lambda opt: 0.5, progress=False)
