@@ -142,6 +142,8 @@ def fit(
     :param checkpoint_dir: write ``last.pt`` every epoch and ``best.pt`` at each new best,
         atomically. A folder that already holds a checkpoint is refused unless ``resume``.
     :param resume: continue from ``checkpoint_dir/last.pt`` (start afresh if there is none).
+        The optimizers' saved state, learning rates included, is restored, so ``lr`` only
+        sets the rates of a run that starts afresh.
     :param progress: show a tqdm progress bar.
 
     Data are validated once, before training; inside the loop Pyro's per-step argument
