@@ -4,9 +4,9 @@ The model is the one-stochastic-layer MLP VAE of the likelihood tables: 784 bina
 a Bernoulli decoder, a 40-dimensional standard-Normal latent, two hidden layers of 300
 units in encoder and decoder (gated units by default, as in Tomczak & Welling 2018;
 ``--activation silu`` for plain ones), Adam (lr 5e-4), batch 100, KL warm-up over the first
-``--warmup`` epochs (0: none), early stopping on the validation ELBO. Published anchors for this model: 88.56 nats (Tomczak & Welling 2018, standard VAE
-with a standard prior) and 88.71 nats (Burda et al. 2016, static binarization, k = 1).
-Those figures come after hundreds to thousands of epochs; ``--epochs`` sets the budget.
+``--warmup`` epochs (0: none), early stopping on the validation ELBO. Published anchors for
+this model: 88.56 nats (Tomczak & Welling 2018, standard VAE with a standard prior) and
+88.71 nats (Burda et al. 2016, static binarization, k = 1). Those figures come after hundreds to thousands of epochs; ``--epochs`` sets the budget.
 
     python benchmarks/vae_binarized_mnist.py --epochs 20 --num-test 1000       # a short run
     python benchmarks/vae_binarized_mnist.py --epochs 2000 --patience 50        # the full run
@@ -53,8 +53,7 @@ def main():
                  hidden=(args.hidden, args.hidden), activation=args.activation)
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
     run = pg.fit(vae, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                 objective=objective,
-                 patience=args.patience, device=args.device, seed=args.seed,
+                 objective=objective, patience=args.patience, device=args.device, seed=args.seed,
                  checkpoint_dir=args.checkpoint_dir, resume=args.checkpoint_dir is not None)
     test = pg.datasets.random_subset(data.test, args.num_test)  # the split is in class order
     iwae = pg.log_likelihood(vae, test, method="iwae", num_samples=args.num_samples)

@@ -11,7 +11,7 @@ from .likelihoods import (
     likelihood_for,
     validate_data,
 )
-from .priors import MixturePrior, StandardNormalPrior, VampPrior, check_prior
+from .priors import MixturePrior, StandardNormalPrior, VampPrior, check_prior, check_vector_distribution
 
 __all__ = [
     "BernoulliLikelihood",
@@ -24,6 +24,7 @@ __all__ = [
     "StandardNormalPrior",
     "VampPrior",
     "check_prior",
+    "check_vector_distribution",
     "likelihood",
     "likelihood_for",
     "validate_data",

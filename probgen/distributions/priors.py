@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-__all__ = ["StandardNormalPrior", "MixturePrior", "VampPrior", "check_prior"]
+__all__ = ["StandardNormalPrior", "MixturePrior", "VampPrior", "check_prior", "check_vector_distribution"]
 
 
 class StandardNormalPrior(nn.Module):
@@ -66,13 +66,19 @@ class VampPrior(nn.Module):
         return dist.MixtureSameFamily(mixing, dist.Normal(loc, scale).to_event(1))
 
 
-def check_prior(prior: dist.Distribution, latent_dim: int) -> None:
-    """Raise a clear error unless ``prior`` is a distribution over ``latent_dim``-vectors."""
-    if not isinstance(prior, torch.distributions.Distribution):
-        raise TypeError(f"a prior must be (or return) a torch/Pyro Distribution, got {type(prior).__name__}")
-    if tuple(prior.event_shape) != (latent_dim,) or tuple(prior.batch_shape) != ():
+def check_vector_distribution(distribution, dim: int, what: str) -> None:
+    """Raise a clear error unless ``distribution`` is a torch/Pyro distribution over
+    ``dim``-vectors (event shape ``(dim,)``, batch shape ``()``); ``what`` names it."""
+    if not isinstance(distribution, torch.distributions.Distribution):
+        raise TypeError(f"{what} must be a torch/Pyro Distribution, got {type(distribution).__name__}")
+    if tuple(distribution.event_shape) != (dim,) or tuple(distribution.batch_shape) != ():
         raise ValueError(
-            f"the prior must have event_shape ({latent_dim},) and batch_shape (), got "
-            f"event_shape {tuple(prior.event_shape)} and batch_shape {tuple(prior.batch_shape)}; "
+            f"{what} must have event_shape ({dim},) and batch_shape (), got "
+            f"event_shape {tuple(distribution.event_shape)} and batch_shape {tuple(distribution.batch_shape)}; "
             "use .to_event(1) on a vector of independent scalars"
         )
+
+
+def check_prior(prior: dist.Distribution, latent_dim: int) -> None:
+    """Raise a clear error unless ``prior`` is a distribution over ``latent_dim``-vectors."""
+    check_vector_distribution(prior, latent_dim, "the prior")

@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..distributions.priors import check_vector_distribution
 from .bridge import NflowsTransform
 from .builders import build
 
@@ -43,13 +44,7 @@ class FlowDistribution(nn.Module):
         if flow_dim != dim:
             raise ValueError(f"the flow acts on vectors of size {flow_dim}, but dim={dim}")
         if base is not None:
-            if not isinstance(base, torch.distributions.Distribution):
-                raise TypeError(f"base must be a torch/Pyro distribution, got {type(base).__name__}")
-            if tuple(base.event_shape) != (dim,) or tuple(base.batch_shape) != ():
-                raise ValueError(
-                    f"base must have event_shape ({dim},) and batch_shape (), got "
-                    f"{tuple(base.event_shape)} and {tuple(base.batch_shape)}"
-                )
+            check_vector_distribution(base, dim, "base")
         self.transform = transform
         self.dim = int(dim)
         self.base = base

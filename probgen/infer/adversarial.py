@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.poutine.messenger import Messenger
 import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
 
 from .objectives import OBJECTIVES, Objective
 

@@ -79,8 +79,6 @@ def _set_rng_state(state):
 
 
 def _make_scheduler(lr_schedule, optimizer, epochs):
-    if lr_schedule is None:
-        return None
     if lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if isinstance(lr_schedule, str) or not callable(lr_schedule):
@@ -194,8 +192,9 @@ def fit(
     optimizers = {
         name: optimizer(params, lr=rates[name], **(optimizer_options or {})) for name, params in groups.items()
     }
-    schedulers = {name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()}
-    schedulers = {name: sched for name, sched in schedulers.items() if sched is not None}
+    schedulers = {} if lr_schedule is None else {
+        name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()
+    }
 
     history = {"train_loss": [], "valid_loss": [], "seconds": []}
     start_epoch = 1

@@ -13,8 +13,8 @@ import math
 from typing import Callable
 
 import pyro.infer
-import pyro.poutine.messenger
 import torch
+from pyro.poutine.messenger import Messenger
 
 from ..models.base import DifferentiableELBO, trace_log_weights
 
@@ -57,8 +57,12 @@ class SVIObjective(Objective):
     def loss(self, model, batch):
         return self.elbo.differentiable_loss(model.model, model.guide, batch) / len(batch)
 
+    def train_loss(self, model, batch):
+        """The loss the training step differentiates; by default the same as :meth:`loss`."""
+        return self.loss(model, batch)
+
     def train_step(self, model, batch, update):
-        loss = self.loss(model, batch)
+        loss = self.train_loss(model, batch)
         update("model", loss)
         return loss.item()
 
@@ -70,7 +74,7 @@ class SVIObjective(Objective):
         return f"SVIObjective({type(self.elbo).__name__}(num_particles={self.elbo.num_particles}))"
 
 
-class _ScaleLatents(pyro.poutine.messenger.Messenger):
+class _ScaleLatents(Messenger):
     """Multiplies the log-density of every unobserved sample site by ``factor``."""
 
     def __init__(self, factor: float):
@@ -112,11 +116,9 @@ class KLWarmup(SVIObjective):
     def begin_epoch(self, epoch):
         self.beta = min(1.0, epoch / self.epochs)
 
-    def train_step(self, model, batch, update):
+    def train_loss(self, model, batch):
         scale = _ScaleLatents(self.beta)
-        loss = self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch) / len(batch)
-        update("model", loss)
-        return loss.item()
+        return self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch) / len(batch)
 
     def __repr__(self):
         return f"KLWarmup(epochs={self.epochs}, elbo={type(self.elbo).__name__})"

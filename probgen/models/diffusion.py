@@ -460,10 +460,10 @@ class Diffusion(GenerativeModel):
             weight = 0.5 * self.num_steps * torch.expm1(logsnr_s - logsnr)
         if variance_gradient:
             weight = _VarianceGradient.apply(weight, loss)
-            value = weight.to(error.dtype) * error
+        value = weight.to(error.dtype) * error
+        if variance_gradient:
             loss.copy_(value.detach())
-            return -value
-        return -weight.to(error.dtype) * error
+        return -value
 
     def _stratified_times(self, shape, device) -> torch.Tensor:
         """Times in (0, 1] on a randomly shifted even grid over all draws (VDM's

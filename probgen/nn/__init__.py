@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["GatedLinear", "MLP", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
+__all__ = ["ACTIVATIONS", "GatedLinear", "hidden_layers", "MLP", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
 
 
 class GatedLinear(nn.Module):
@@ -29,22 +29,31 @@ class GatedLinear(nn.Module):
         return value * torch.sigmoid(gate)
 
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gated": None}
+def _plain(nonlinearity):
+    return lambda a, b: [nn.Linear(a, b), nonlinearity()]
+
+
+# name -> factory of one hidden layer's modules, (in_features, out_features) -> [modules]
+ACTIVATIONS = {
+    "silu": _plain(nn.SiLU),
+    "relu": _plain(nn.ReLU),
+    "tanh": _plain(nn.Tanh),
+    "elu": _plain(nn.ELU),
+    "gated": lambda a, b: [GatedLinear(a, b)],
+}
 
 
 def hidden_layers(sizes, activation=nn.SiLU) -> list[nn.Module]:
-    """Hidden layers ``sizes[0] -> sizes[1] -> ...``: a linear map and ``activation`` each, or a
-    :class:`GatedLinear` each when ``activation`` is ``"gated"`` (other names: see ``ACTIVATIONS``)."""
+    """Hidden layers ``sizes[0] -> sizes[1] -> ...``: a linear map followed by ``activation``
+    (a module class) each, or, for a name in ``ACTIVATIONS``, that name's layer (``"gated"``:
+    one :class:`GatedLinear` each)."""
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or a module class")
-        if activation == "gated":
-            return [GatedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        activation = ACTIVATIONS[activation]
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), activation()]
-    return layers
+        layer = ACTIVATIONS[activation]
+    else:
+        layer = _plain(activation)
+    return [module for a, b in zip(sizes[:-1], sizes[1:]) for module in layer(a, b)]
 
 
 class MLP(nn.Sequential):
