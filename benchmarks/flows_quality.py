@@ -89,7 +89,8 @@ def fit_toy(name, args):
     options = {"num_bins": args.bins} if args.kind in ("nsf", "nsf_coupling") else {}
     flow = pg.Flow((2,), args.kind, num_layers=args.layers, hidden=args.hidden, **options)
     start = time.perf_counter()
-    run = pg.fit(flow, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=False)
+    run = pg.fit(flow, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 lr_schedule=args.lr_schedule, progress=False)
     seconds = time.perf_counter() - start
     est = pg.log_likelihood(flow, data.test, method="exact", batch_size=5000)
     # paired per test point: log p_true(x) - log q(x), whose mean estimates KL(p_true || q)
@@ -120,6 +121,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default=None, choices=[None, "cosine"],
+                        help="learning-rate schedule for the toy fits (cosine: decays to 0 over --epochs)")
     parser.add_argument("--digits-kind", default="maf")
     parser.add_argument("--digits-hidden", type=int, default=256)
     parser.add_argument("--digits-epochs", type=int, default=20)
@@ -140,7 +143,9 @@ def main(argv=None):
     if args.entropy_only:
         return
 
-    print(f"\n{args.kind} flow, {args.layers} steps, width {args.hidden}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}")
+    schedule = f" ({args.lr_schedule} schedule)" if args.lr_schedule else ""
+    print(f"\n{args.kind} flow, {args.layers} steps, width {args.hidden}, {args.bins} bins, {args.epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr}{schedule}")
     header = (f"{'data':<16}{'test NLL':>10}{'± se':>8}{'entropy':>9}{'gap':>8}{'paired gap':>12}{'± se':>8}"
               f"{'best ep':>9}{'seconds':>9}")
     print(header)

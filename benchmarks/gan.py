@@ -46,7 +46,7 @@ def coverage(args):
             began = time.perf_counter()
             for seed in range(args.seeds):
                 torch.manual_seed(seed)
-                gan = pg.GAN((2,), 2, loss=loss)
+                gan = pg.GAN((2,), 2, loss=loss, pack=args.pack)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                        optimizer_options={"betas": (0.5, 0.999)}, lr_schedule=args.lr_schedule, progress=False)
                 gan.eval()
@@ -63,7 +63,8 @@ def coverage(args):
             print(f"  {name} {loss}: modes {modes}, high quality {[round(q, 1) for q in quality]}", flush=True)
     print(f"\nMode coverage, PacGAN protocol (2500 samples, 3 sd): {args.epochs} epochs x "
           f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr} "
-          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, z in R^2")
+          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, z in R^2, "
+          f"discriminator packing {args.pack}")
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
     for name, loss, m, mean, sd, low, q, qsd, perfect, n, sec in rows:
@@ -196,6 +197,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default=None, choices=["cosine"], help="lr schedule of the coverage runs")
+    parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)

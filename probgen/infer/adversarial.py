@@ -24,11 +24,19 @@ for the non-saturating loss (Jensen-Shannon, nats), :math:`1 - L_D / 2` for the 
 (total variation), and :math:`\mathbb{E}\,D(x) - \mathbb{E}\,D(\tilde x)` for WGAN-GP
 (Wasserstein-1). They are only as good as the discriminator, and not likelihoods.
 
+**Packing** (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator scores groups of
+:math:`m` points drawn together, all real or all generated, instead of single points
+(:func:`pack`). A generator that drops modes makes groups whose joint distribution differs
+from the data's more visibly than its single points do, so the discriminator penalizes mode
+collapse more strongly; the losses above then average over groups.
+
 References:
     Goodfellow et al. (2014). Generative Adversarial Nets. NeurIPS.
     Gulrajani, Ahmed, Arjovsky, Dumoulin, Courville (2017). Improved Training of Wasserstein
     GANs. NeurIPS.
     Lim, Ye (2017). Geometric GAN. arXiv:1705.02894.
+    Lin, Khetan, Fanti, Oh (2018). PacGAN: The Power of Two Samples in Generative
+    Adversarial Networks. NeurIPS.
     Miyato, Kataoka, Koyama, Yoshida (2018). Spectral Normalization for Generative
     Adversarial Networks. ICLR.
 """
@@ -43,7 +51,8 @@ from pyro.poutine.messenger import Messenger
 
 from .objectives import OBJECTIVES, Objective
 
-__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate"]
+__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate",
+           "pack", "packed_event_shape"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 
@@ -104,6 +113,31 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weig
     return weight * ((norms - 1) ** 2).mean()
 
 
+def packed_event_shape(event_shape, m: int) -> tuple[int, ...]:
+    """The shape of one packed group of ``m`` points of shape ``event_shape``: what a
+    discriminator for ``pack=m`` takes. Vectors ``(D,)`` become ``(m D,)``; single-channel
+    images ``(H, W)`` become ``m`` channels ``(m, H, W)``; images ``(C, H, W)`` stack
+    their channels, ``(m C, H, W)``."""
+    event_shape = tuple(event_shape)
+    if m == 1:
+        return event_shape
+    if len(event_shape) == 2:
+        return (m, *event_shape)
+    return (m * event_shape[0], *event_shape[1:])
+
+
+def pack(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Groups consecutive points of ``x`` (shape ``(n,) + event_shape``, ``n`` a multiple of
+    ``m``) into ``n / m`` packed points of shape :func:`packed_event_shape`. Consecutive
+    points of a shuffled batch, or of independent draws, are independent, as PacGAN needs."""
+    n = len(x)
+    if n % m:
+        raise ValueError(f"cannot pack {n} points into groups of {m}: {n} is not a multiple of {m}")
+    if m == 1:
+        return x
+    return x.reshape(n // m, *packed_event_shape(x.shape[1:], m))
+
+
 def _scores(discriminator, x):
     scores = discriminator(x)
     if scores.dim() == 2 and scores.shape[-1] == 1:
@@ -133,6 +167,11 @@ class Adversarial(Objective):
     :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``.
     :param discriminator_steps: discriminator updates per generator update (``k``).
     :param gp_weight: :math:`\\lambda` of the gradient penalty (``"wgan-gp"`` only).
+    :param pack: how many points the discriminator scores together (PacGAN; 1 = none). By
+        default ``model.pack`` if the model has one (:class:`~probgen.GAN` does), else 1.
+        The discriminator must take inputs of :func:`packed_event_shape`; the gradient
+        penalty then applies per packed group. Every batch must hold a multiple of ``pack``
+        points: :func:`probgen.fit` checks the sizes before it starts.
     :param discriminator: the discriminator module; by default ``model.discriminator``. One
         given here is not part of the model, so checkpoints of :func:`probgen.fit` do not
         hold its weights (its optimizer state they do): attach it to the model
@@ -153,8 +192,10 @@ class Adversarial(Objective):
     loss_unit = "(divergence estimate)"
 
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
-                 discriminator: torch.nn.Module | None = None):
+                 discriminator: torch.nn.Module | None = None, pack: int | None = None):
         _check_loss(loss)
+        if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+            raise ValueError(f"pack must be a positive integer (or None: the model's), got {pack!r}")
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
         if not gp_weight >= 0:
@@ -163,6 +204,20 @@ class Adversarial(Objective):
         self.discriminator_steps = discriminator_steps
         self.gp_weight = float(gp_weight)
         self.discriminator = discriminator
+        self.pack = pack
+
+    def _pack(self, model) -> int:
+        return self.pack if self.pack is not None else getattr(model, "pack", 1)
+
+    def check_batches(self, model, sizes):
+        m = self._pack(model)
+        bad = sorted(size for size in sizes if size % m)
+        if bad:
+            raise ValueError(
+                f"the discriminator scores packs of {m} points, so every batch must hold a multiple of {m} "
+                f"points; these batch sizes are not: {bad} (the last batch of an epoch holds what is left of "
+                "the data: choose batch_size and the data's length accordingly)"
+            )
 
     def _discriminator(self, model):
         d = self.discriminator if self.discriminator is not None else getattr(model, "discriminator", None)
@@ -207,33 +262,35 @@ class Adversarial(Objective):
         return total, loss
 
     def train_step(self, model, batch, update):
-        d = self._discriminator(model)
+        d, m = self._discriminator(model), self._pack(model)
         n, k = len(batch), self.discriminator_steps
+        real = pack(batch, m)
         # the generator is fixed during the k discriminator steps, so one draw of k * n
         # samples is the same as k fresh draws of n (up to batch-norm statistics in G)
         with torch.no_grad():
             fakes = self.generate(model, k * n).split(n)
         for fake in fakes:
-            total, loss = self._discriminator_step(d, batch, fake)
+            total, loss = self._discriminator_step(d, real, pack(fake, m))
             update("discriminator", total)
         # the generator step needs no gradient for the discriminator's weights
         frozen = [p for p in d.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         try:
-            update("generator", generator_loss(self.loss, _scores(d, self.generate(model, n))))
+            update("generator", generator_loss(self.loss, _scores(d, pack(self.generate(model, n), m))))
         finally:
             for p in frozen:
                 p.requires_grad_(True)
         return divergence_estimate(self.loss, loss.item())
 
     def eval_loss(self, model, batch):
-        d = self._discriminator(model)
-        fake = self.generate(model, len(batch))
-        return divergence_estimate(self.loss, discriminator_loss(self.loss, _scores(d, batch), _scores(d, fake)).item())
+        d, m = self._discriminator(model), self._pack(model)
+        fake = pack(self.generate(model, len(batch)), m)
+        return divergence_estimate(self.loss, discriminator_loss(self.loss, _scores(d, pack(batch, m)), _scores(d, fake)).item())
 
     def __repr__(self):
-        return f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight})"
+        return (f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight}, "
+                f"pack={self.pack})")
 
 
 # "hinge", "wgan-gp:5", ...: the count after ':' is the number of discriminator steps

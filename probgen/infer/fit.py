@@ -161,6 +161,10 @@ def fit(
     model.validate(train, "train")
     if valid is not None:
         model.validate(valid, "valid")
+    sizes = {min(batch_size, len(train)), len(train) % batch_size} - {0}
+    if valid is not None:
+        sizes |= {min(batch_size, len(valid)), len(valid) % batch_size} - {0}
+    objective.check_batches(model, sizes)
     device = resolve_device(device)
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

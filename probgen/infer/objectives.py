@@ -35,6 +35,10 @@ class Objective:
         """Called by the loop before each training epoch (1-based, also after a resume), for
         objectives whose form changes with training time; the default does nothing."""
 
+    def check_batches(self, model, sizes: set[int]) -> None:
+        """Called by the loop before any work with the sizes of the batches it will pass, so
+        an objective that cannot take some size says so up front; the default takes any."""
+
     def parameter_groups(self, model) -> dict[str, list[torch.nn.Parameter]]:
         """Named groups of trainable parameters, one optimizer each."""
         return {"model": [p for p in model.parameters() if p.requires_grad]}

@@ -41,6 +41,7 @@ from torch import nn
 
 from ..datasets import DataInfo
 from ..distributions import validate_data
+from ..infer.adversarial import packed_event_shape
 from ..nn import MLP, _fold
 from .base import GenerativeModel, register_family
 from .vae import resolve_prior
@@ -163,6 +164,11 @@ class GAN(GenerativeModel):
     :param discriminator_steps: discriminator updates per generator update in the default
         objective (default 5 for ``"wgan-gp"``, 1 otherwise).
     :param hidden: hidden sizes of the default MLPs.
+    :param pack: how many points the discriminator scores together (PacGAN, Lin et al.
+        2018; 1 = none). The default discriminator is built for packed inputs
+        (:func:`probgen.infer.adversarial.packed_event_shape`); a discriminator passed in
+        must take them. Packing fights mode collapse; batches must hold a multiple of
+        ``pack`` points.
 
     Training: ``pg.fit(gan, data)`` uses :class:`~probgen.infer.Adversarial` with this
     loss; ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
@@ -191,6 +197,7 @@ class GAN(GenerativeModel):
         network: str | None = None,
         discriminator_steps: int | None = None,
         hidden: tuple[int, ...] = (256, 256, 256),
+        pack: int = 1,
     ):
         event_shape = tuple(int(s) for s in event_shape)
         if not event_shape or any(s < 1 for s in event_shape):
@@ -207,8 +214,11 @@ class GAN(GenerativeModel):
             raise ValueError(f"network must be 'mlp' or 'dcgan', got {network!r}")
         if discriminator_steps is not None and (not isinstance(discriminator_steps, int) or discriminator_steps < 1):
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
+        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+            raise ValueError(f"pack must be a positive integer, got {pack!r}")
         super().__init__(event_shape)
         self.latent_dim = latent_dim
+        self.pack = pack
         self.loss = loss
         self.num_levels = num_levels
         self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
@@ -219,7 +229,8 @@ class GAN(GenerativeModel):
         if generator is None:
             generator = MLPGenerator(latent_dim, event_shape, hidden) if network == "mlp" else DCGANGenerator(latent_dim, event_shape)
         if discriminator is None:
-            discriminator = MLPDiscriminator(event_shape, hidden) if network == "mlp" else DCGANDiscriminator(event_shape)
+            packed = packed_event_shape(event_shape, pack)
+            discriminator = MLPDiscriminator(packed, hidden) if network == "mlp" else DCGANDiscriminator(packed)
             if num_levels is not None:
                 discriminator = _Scaled(discriminator, 1.0 / (num_levels - 1))
         if spectral_norm:
@@ -233,6 +244,7 @@ class GAN(GenerativeModel):
                 "family": "gan", "event_shape": list(event_shape), "latent_dim": latent_dim, "loss": loss,
                 "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior, "num_levels": num_levels,
                 "network": network, "discriminator_steps": self.discriminator_steps, "hidden": list(hidden),
+                "pack": pack,
             }
         self.obs_noise = obs_noise
 
@@ -330,5 +342,7 @@ class GAN(GenerativeModel):
 
     def extra_repr(self) -> str:
         levels = f", num_levels={self.num_levels}" if self.num_levels else ""
-        return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, loss={self.loss!r}, obs_noise={self.obs_noise}{levels}"
+        packed = f", pack={self.pack}" if self.pack > 1 else ""
+        return (f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, loss={self.loss!r}, "
+                f"obs_noise={self.obs_noise}{levels}{packed}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -11,7 +12,14 @@ import torch
 from torch import nn
 
 import probgen as pg
-from probgen.infer.adversarial import discriminator_loss, divergence_estimate, generator_loss, gradient_penalty
+from probgen.infer.adversarial import (
+    discriminator_loss,
+    divergence_estimate,
+    generator_loss,
+    gradient_penalty,
+    pack,
+    packed_event_shape,
+)
 
 
 class Linear1(nn.Module):
@@ -137,3 +145,75 @@ def test_adversarial_bad_input():
     gan = pg.GAN((2,), 2, discriminator=nn.Linear(2, 3))
     with pytest.raises(ValueError, match="one score per data point"):
         pg.fit(gan, torch.ones(4, 2), epochs=1, progress=False)
+
+
+def test_pack_groups_consecutive_points():
+    x = torch.arange(6 * 2.0).reshape(6, 2)
+    packed = pack(x, 3)
+    assert packed.shape == (2, 6) and torch.equal(packed[1], torch.cat([x[3], x[4], x[5]]))
+    assert pack(x, 1) is x
+    # single-channel images become channels; multi-channel images stack their channels
+    assert packed_event_shape((8, 8), 2) == (2, 8, 8) and pack(torch.zeros(4, 8, 8), 2).shape == (2, 2, 8, 8)
+    images = torch.randn(4, 3, 4, 4)
+    assert packed_event_shape((3, 4, 4), 2) == (6, 4, 4)
+    assert torch.equal(pack(images, 2)[1, 3:], images[3])
+    with pytest.raises(ValueError, match="cannot pack 5 points into groups of 2"):
+        pack(torch.zeros(5, 2), 2)
+
+
+class FixedGenerator(nn.Module):
+    """A "generator" whose x site holds given points, in order: known fake packs."""
+
+    def __init__(self, points):
+        super().__init__()
+        self.points = points
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    def model(self, x=None, num_data=1):
+        with pyro.plate("data", num_data):
+            return pyro.sample("x", dist.Delta(self.points[:num_data] + self.shift, event_dim=1))
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan-gp"])
+def test_packed_losses_score_groups_of_points(loss):
+    # D sees each group of 2 points as one 4-vector: the losses average over groups
+    torch.manual_seed(0)
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    d = Linear1([1.0, -2.0, 0.5, 3.0], c=0.25)
+    objective = pg.infer.Adversarial(loss, discriminator=d, pack=2)
+    model = FixedGenerator(fake)
+    real_scores = real.reshape(3, 4) @ d.w.detach() + 0.25
+    fake_scores = fake.reshape(3, 4) @ d.w.detach() + 0.25
+    expected = divergence_estimate(loss, discriminator_loss(loss, real_scores, fake_scores).item())
+    assert objective.eval_loss(model, real) == pytest.approx(expected, rel=1e-5)
+    losses = {}
+    objective.train_step(model, real, lambda group, value: losses.setdefault(group, value.item()))
+    assert losses["generator"] == pytest.approx(generator_loss(loss, fake_scores).item(), rel=1e-5)
+    if loss == "wgan-gp":
+        # a linear critic's gradient is w everywhere: the penalty is per packed group
+        penalty = 10 * (d.w.detach().norm() - 1) ** 2
+        assert losses["discriminator"] == pytest.approx(
+            discriminator_loss(loss, real_scores, fake_scores).item() + penalty.item(), rel=1e-5)
+
+
+def test_pack_defaults_to_the_model_and_fit_checks_batch_sizes(tmp_path):
+    gan = pg.GAN((2,), 2, hidden=(16,), pack=4)
+    assert gan.discriminator.net[0].in_features == 8  # built for packs of 4 points
+    objective = pg.infer.resolve_objective(gan)
+    assert objective.pack is None and objective._pack(gan) == 4
+    assert pg.infer.Adversarial(pack=2)._pack(gan) == 2
+    points = pg.datasets.load("grid25").train[:200]
+    data = points[:96]
+    run = pg.fit(gan, data, points[:40], epochs=1, batch_size=32, progress=False)
+    assert all(math.isfinite(v) for v in run.history["train_loss"] + run.history["valid_loss"])
+    # batches whose size is no multiple of 4 are refused before any work, nothing written;
+    # e.g. 98 points in batches of 32 leave a last batch of 2
+    for train, valid, batch_size, bad in ((points[:98], None, 32, "[2]"), (data, points[:42], 32, "[10]"),
+                                          (data, None, 30, "[6, 30]")):
+        with pytest.raises(ValueError, match=r"multiple of 4 points; these batch sizes are not: " + re.escape(bad)):
+            pg.fit(gan, train, valid, epochs=1, batch_size=batch_size, checkpoint_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="pack must be a positive integer"):
+        pg.infer.Adversarial(pack=0)
+    with pytest.raises(ValueError, match="pack must be a positive integer"):
+        pg.GAN((2,), 2, pack=1.5)

@@ -90,6 +90,11 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.obs_noise == 1.5 and loaded.loss == "hinge" and loaded.num_levels == 17
     z = torch.randn(3, 4)
     assert torch.equal(loaded.generate(z), gan.eval().generate(z))
+    packed = pg.GAN((8, 8), 4, pack=3)  # the DCGAN discriminator takes packs as channels
+    assert packed.discriminator.net[0].in_channels == 3
+    pg.save_model(packed, tmp_path / "packed.pt")
+    loaded = pg.load_model(tmp_path / "packed.pt")
+    assert loaded.pack == 3 and loaded.discriminator.net[0].in_channels == 3
     custom = pg.GAN((2,), 2, generator=torch.nn.Linear(2, 2))
     assert custom.config is None
     with pytest.raises(ValueError, match="no config to rebuild it from"):
