@@ -11,12 +11,14 @@ Rows, for each flow kind (MAF, NSF):
   its parameter count matches (printed).
 
 Timed operations: ``log_prob`` of a batch (no grad), ``sample`` of a batch (no grad), and a
-training step (``-log_prob(x).mean()``, backward, Adam). Timings are medians over rounds that
-interleave the implementations (probgen, nflows, zuko, probgen, ...), so drifts in machine load
-hit all alike; the machine is shared, so expect a few percent of noise. Ratios are against
-native nflows. Target: probgen / nflows <= 1.05. Pyro's argument validation is off, as inside
-``pg.fit`` and ``pg.log_likelihood`` (which validate the data once, up front); the wrapper's
-remaining fixed cost per call is building the distribution (about 0.1 ms).
+training step (``-log_prob(x).mean()``, backward, Adam). Each round times every implementation
+once, in a fresh random order; a ratio is the median over rounds of an implementation's time
+over native nflows' time *in the same round*, which cancels the load a round shares (the
+machine is shared). The ``control`` column times the same nflows call a second time in each
+round: its distance from 1.000 is the noise of the measurement. Target: probgen / nflows <=
+1.05. Pyro's argument validation is off, as inside ``pg.fit`` and ``pg.log_likelihood`` (which
+validate the data once, up front). The wrapper's fixed cost per call, building the
+distribution and Pyro's bookkeeping in ``log_prob``, is a few tens of microseconds.
 
     python benchmarks/flows.py                    # D=8, batch 1024, 5 steps, width 64
     python benchmarks/flows.py --dim 32 --batch 4096 --rounds 30
@@ -25,6 +27,7 @@ remaining fixed cost per call is building the distribution (about 0.1 ms).
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -38,18 +41,26 @@ import probgen as pg
 from probgen.infer import resolve_objective
 
 
-def interleave(functions, rounds, warmup=2):
-    """Median time of each function; rounds interleave the functions."""
+def interleave(functions, rounds, warmup=2, reference="nflows", seed=0):
+    """Median time of each function, and the median over rounds of each one's time divided
+    by the reference's time in the same round. Every round runs each function once, in a
+    fresh random order, so neither drifts in machine load nor a slot in the order favours
+    one side; the paired ratios cancel the load that a round shares."""
+    order = random.Random(seed)
     for fn in functions.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in functions}
     for _ in range(rounds):
-        for name, fn in functions.items():
+        names = list(functions)
+        order.shuffle(names)
+        for name in names:
             start = time.perf_counter()
-            fn()
+            functions[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    ratios = {name: statistics.median(a / b for a, b in zip(values, times[reference])) for name, values in times.items()}
+    return medians, ratios
 
 
 def num_params(module):
@@ -102,12 +113,14 @@ def bench(kind, args):
         rows["log_prob"] = interleave({
             "probgen": lambda: wrapped().log_prob(x),
             "nflows": lambda: native.log_prob(x),
+            "nflows again": lambda: native.log_prob(x),
             "zuko": lambda: zuko_flow().log_prob(x),
         }, args.rounds)
         sample_rounds = max(3, args.rounds // 3)  # autoregressive sampling costs D passes
         rows["sample"] = interleave({
             "probgen": lambda: wrapped().sample((args.batch,)),
             "nflows": lambda: native.sample(args.batch),
+            "nflows again": lambda: native.sample(args.batch),
             "zuko": lambda: zuko_flow().sample((args.batch,)),
         }, sample_rounds)
 
@@ -123,18 +136,19 @@ def bench(kind, args):
     rows["train step"] = interleave({
         "probgen": train_step(lambda: -wrapped().log_prob(x).mean(), stack.parameters()),
         "nflows": train_step(lambda: -native.log_prob(x).mean(), stack.parameters()),
+        "nflows again": train_step(lambda: -native.log_prob(x).mean(), stack.parameters()),
         "pg.fit step": fit_step,
         "zuko": train_step(lambda: -zuko_flow().log_prob(x).mean(), zuko_flow.parameters()),
     }, args.rounds)
 
-    header = f"{'operation':<12}{'nflows ms':>11}{'probgen ms':>12}{'ratio':>8}{'pg.fit ms':>11}{'ratio':>8}{'zuko ms':>10}{'ratio':>8}"
+    header = (f"{'operation':<12}{'nflows ms':>11}{'probgen ms':>12}{'ratio':>8}{'pg.fit ms':>11}{'ratio':>8}"
+              f"{'zuko ms':>10}{'ratio':>8}{'control':>9}")
     print(header)
     print("-" * len(header))
-    for op, t in rows.items():
-        base = t["nflows"]
-        fit = f"{1e3 * t['pg.fit step']:>11.2f}{t['pg.fit step'] / base:>8.3f}" if "pg.fit step" in t else f"{'':>11}{'':>8}"
-        print(f"{op:<12}{1e3 * base:>11.2f}{1e3 * t['probgen']:>12.2f}{t['probgen'] / base:>8.3f}"
-              f"{fit}{1e3 * t['zuko']:>10.2f}{t['zuko'] / base:>8.3f}")
+    for op, (t, r) in rows.items():
+        fit = f"{1e3 * t['pg.fit step']:>11.2f}{r['pg.fit step']:>8.3f}" if "pg.fit step" in t else f"{'':>11}{'':>8}"
+        print(f"{op:<12}{1e3 * t['nflows']:>11.2f}{1e3 * t['probgen']:>12.2f}{r['probgen']:>8.3f}"
+              f"{fit}{1e3 * t['zuko']:>10.2f}{r['zuko']:>8.3f}{r['nflows again']:>9.3f}")
 
 
 def main(argv=None):
@@ -149,8 +163,10 @@ def main(argv=None):
     parser.add_argument("--kinds", nargs="+", default=["maf", "nsf"], choices=["maf", "nsf"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); medians of {args.rounds} interleaved rounds "
-          f"(sampling: {max(3, args.rounds // 3)})")
+    print(f"torch {torch.__version__}, {args.threads} thread(s); {args.rounds} rounds (sampling: "
+          f"{max(3, args.rounds // 3)}), each timing every implementation once in a random order; times are "
+          "medians, ratios are medians over rounds of the time over native nflows' time in the same round; "
+          "'control' times the same nflows call twice per round: its distance from 1 is the noise")
     # what pg.fit and pg.log_likelihood run: data are validated once up front, not per call
     with pyro.validation_enabled(False):
         for kind in args.kinds:

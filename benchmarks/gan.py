@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import time
 
@@ -32,10 +33,41 @@ import torch
 
 import probgen as pg
 from probgen.models.vae import DecoderMean
-from probgen.infer.adversarial import discriminator_loss, generator_loss, gradient_penalty
+from probgen.infer.adversarial import Adversarial, discriminator_loss, generator_loss, gradient_penalty
 
 
 # -- 1. mode coverage ----------------------------------------------------------------------
+
+def schedule(name, epochs):
+    """``None``, ``"cosine"``, or ``"anneal:N"``: the constant rate, then a cosine decay to 0
+    over the last ``N`` epochs (a callable for ``pg.fit(lr_schedule=...)``)."""
+    if name is None or name == "cosine":
+        return name
+    tail = int(name.split(":", 1)[1])
+    hold = epochs - tail
+
+    def factor(epoch):  # the scheduler has stepped `epoch` times
+        return 1.0 if epoch < hold else 0.5 * (1 + math.cos(math.pi * (epoch - hold) / tail))
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Traced(Adversarial):
+    """The model's default objective, printing mode coverage every ``every`` epochs."""
+
+    def __init__(self, gan, name, every):
+        objective = gan.default_objective
+        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps)
+        self.gan, self.name, self.every = gan, name, every
+
+    def begin_epoch(self, epoch):
+        if self.every and epoch > 1 and (epoch - 1) % self.every == 0:
+            self.gan.eval()
+            result = pg.metrics.mode_coverage(self.gan.sample(pg.metrics.PROTOCOL_SAMPLES), self.name)
+            self.gan.train()
+            print(f"      after epoch {epoch - 1}: {result.modes_covered} modes, "
+                  f"{100 * result.high_quality:.1f}% high quality", flush=True)
+
 
 def coverage(args):
     rows = []
@@ -46,9 +78,10 @@ def coverage(args):
             began = time.perf_counter()
             for seed in range(args.seeds):
                 torch.manual_seed(seed)
-                gan = pg.GAN((2,), 2, loss=loss, pack=args.pack)
+                gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                       optimizer_options={"betas": (0.5, 0.999)}, lr_schedule=args.lr_schedule, progress=False)
+                       objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": (0.5, 0.999)},
+                       lr_schedule=schedule(args.lr_schedule, args.epochs), progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))
                 print(f"    {name} {loss} seed {seed}: {results[-1].modes_covered} modes, "
@@ -63,7 +96,8 @@ def coverage(args):
             print(f"  {name} {loss}: modes {modes}, high quality {[round(q, 1) for q in quality]}", flush=True)
     print(f"\nMode coverage, PacGAN protocol (2500 samples, 3 sd): {args.epochs} epochs x "
           f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr} "
-          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, z in R^2, "
+          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, "
+          f"z in R^{args.coverage_latent_dim}, "
           f"discriminator packing {args.pack}")
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
@@ -196,7 +230,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-schedule", default=None, choices=["cosine"], help="lr schedule of the coverage runs")
+    parser.add_argument("--lr-schedule", default=None,
+                        help="lr schedule of the coverage runs: cosine (decay to 0 over the run), or anneal:N "
+                             "(constant, then a cosine decay over the last N epochs)")
+    parser.add_argument("--coverage-latent-dim", type=int, default=2, help="latent dimension of the coverage runs")
+    parser.add_argument("--trace-every", type=int, default=0, help="print coverage every N epochs of a run")
     parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)

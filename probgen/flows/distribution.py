@@ -56,8 +56,15 @@ class FlowDistribution(nn.Module):
     def base_distribution(self) -> dist.TorchDistribution:
         if self.base is not None:
             return self.base
-        loc = self._zero.expand(self.dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+        # built once per device and dtype (it holds no parameters): a flow's log_prob is
+        # called every step, and the construction would otherwise cost as much as the
+        # base's own log_prob
+        key = (self._zero.device, self._zero.dtype)
+        cached = self.__dict__.get("_standard_normal")
+        if cached is None or cached[0] != key:
+            loc = self._zero.expand(self.dim)
+            cached = self.__dict__["_standard_normal"] = (key, dist.Normal(loc, torch.ones_like(loc)).to_event(1))
+        return cached[1]
 
     def forward(self, context: torch.Tensor | None = None) -> dist.TransformedDistribution:
         """The distribution (given ``context``, shape ``batch + (context_dim,)``, for a
