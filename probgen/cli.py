@@ -69,6 +69,7 @@ def _build_gan(info, args):
     return pg.GAN(
         info.event_shape, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
         spectral_norm=args.spectral_norm, num_levels=info.num_levels if info.support != "real" else None,
+        pack=args.pack,
     )
 
 
@@ -79,6 +80,8 @@ def _family_arguments(parser):
     parser.add_argument("--latent-dim", type=int, default=None, help="latent dimension (VAE: 16)")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
+    parser.add_argument("--pack", type=int, default=1,
+                        help="GAN: the discriminator scores packs of N samples (PacGAN; batches must hold multiples of N)")
     parser.add_argument("--prior", default="normal", help="VAE prior: normal, mixture, vamp")
     parser.add_argument("--network", default="mlp", choices=["mlp", "conv"], help="VAE networks")
     parser.add_argument("--posterior", default="normal", help="VAE posterior: normal, iaf, nsf, realnvp, nsf_coupling")
