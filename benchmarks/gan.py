@@ -76,7 +76,7 @@ def coverage(args):
         for loss in args.losses:
             results = []
             began = time.perf_counter()
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 torch.manual_seed(seed)
                 gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
@@ -235,6 +235,7 @@ def main():
                              "(constant, then a cosine decay over the last N epochs)")
     parser.add_argument("--coverage-latent-dim", type=int, default=2, help="latent dimension of the coverage runs")
     parser.add_argument("--trace-every", type=int, default=0, help="print coverage every N epochs of a run")
+    parser.add_argument("--first-seed", type=int, default=0, help="coverage runs use seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
