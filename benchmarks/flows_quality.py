@@ -31,6 +31,8 @@ discrete space.
 
     python benchmarks/flows_quality.py                        # modest budget (minutes on a CPU)
     python benchmarks/flows_quality.py --epochs 200 --layers 8 --hidden 128 --digits-epochs 200
+    python benchmarks/flows_quality.py --toys checkerboard --skip-digits --layers 8 --hidden 128 --bins 16 \
+        --epochs 300 --lr-schedule cosine               # the checkerboard's sharp edges (about 16 minutes)
     python benchmarks/flows_quality.py --entropy-only
 """
 
