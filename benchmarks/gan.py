@@ -78,7 +78,8 @@ def coverage(args):
             began = time.perf_counter()
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 torch.manual_seed(seed)
-                gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack)
+                gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack,
+                             hidden=(args.coverage_hidden,) * 3, discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                        objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": (0.5, 0.999)},
                        lr_schedule=schedule(args.lr_schedule, args.epochs), progress=False)
@@ -97,7 +98,8 @@ def coverage(args):
     print(f"\nMode coverage, PacGAN protocol (2500 samples, 3 sd): {args.epochs} epochs x "
           f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr} "
           f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, "
-          f"z in R^{args.coverage_latent_dim}, "
+          f"z in R^{args.coverage_latent_dim}, MLPs 3x{args.coverage_hidden}, "
+          f"discriminator steps per generator step {args.discriminator_steps or 'the loss default (1; wgan-gp 5)'}, "
           f"discriminator packing {args.pack}")
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
@@ -234,6 +236,9 @@ def main():
                         help="lr schedule of the coverage runs: cosine (decay to 0 over the run), or anneal:N "
                              "(constant, then a cosine decay over the last N epochs)")
     parser.add_argument("--coverage-latent-dim", type=int, default=2, help="latent dimension of the coverage runs")
+    parser.add_argument("--coverage-hidden", type=int, default=256, help="width of the coverage runs' 3-layer MLPs")
+    parser.add_argument("--discriminator-steps", type=int, default=None,
+                        help="discriminator updates per generator update in the coverage runs (default: the loss's)")
     parser.add_argument("--trace-every", type=int, default=0, help="print coverage every N epochs of a run")
     parser.add_argument("--first-seed", type=int, default=0, help="coverage runs use seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
