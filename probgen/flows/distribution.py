@@ -52,6 +52,7 @@ class FlowDistribution(nn.Module):
         self.conditional = conditional
         self.context_dim = getattr(transform, "context_dim", None)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
+        self._standard_normal = None  # (device and dtype, the base N(0, I)) once built
 
     def base_distribution(self) -> dist.TorchDistribution:
         if self.base is not None:
@@ -60,11 +61,10 @@ class FlowDistribution(nn.Module):
         # called every step, and the construction would otherwise cost as much as the
         # base's own log_prob
         key = (self._zero.device, self._zero.dtype)
-        cached = self.__dict__.get("_standard_normal")
-        if cached is None or cached[0] != key:
+        if self._standard_normal is None or self._standard_normal[0] != key:
             loc = self._zero.expand(self.dim)
-            cached = self.__dict__["_standard_normal"] = (key, dist.Normal(loc, torch.ones_like(loc)).to_event(1))
-        return cached[1]
+            self._standard_normal = (key, dist.Normal(loc, torch.ones_like(loc)).to_event(1))
+        return self._standard_normal[1]
 
     def forward(self, context: torch.Tensor | None = None) -> dist.TransformedDistribution:
         """The distribution (given ``context``, shape ``batch + (context_dim,)``, for a

@@ -113,6 +113,12 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weig
     return weight * ((norms - 1) ** 2).mean()
 
 
+def check_pack(pack) -> None:
+    """Raise a clear error unless ``pack`` is a positive integer."""
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise ValueError(f"pack must be a positive integer, got {pack!r}")
+
+
 def packed_event_shape(event_shape, m: int) -> tuple[int, ...]:
     """The shape of one packed group of ``m`` points of shape ``event_shape``: what a
     discriminator for ``pack=m`` takes. Vectors ``(D,)`` become ``(m D,)``; single-channel
@@ -194,8 +200,8 @@ class Adversarial(Objective):
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
                  discriminator: torch.nn.Module | None = None, pack: int | None = None):
         _check_loss(loss)
-        if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
-            raise ValueError(f"pack must be a positive integer (or None: the model's), got {pack!r}")
+        if pack is not None:
+            check_pack(pack)
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
         if not gp_weight >= 0:

@@ -95,6 +95,12 @@ def _batches(data, batch_size, generator=None):
         yield data[order[start : start + batch_size].to(data.device)]
 
 
+def _batch_sizes(data, batch_size):
+    """The sizes of the batches ``_batches`` cuts ``data`` into (empty for no data)."""
+    n = 0 if data is None else len(data)
+    return {min(batch_size, n), n % batch_size} - {0}
+
+
 def fit(
     model,
     train: torch.Tensor,
@@ -161,10 +167,7 @@ def fit(
     model.validate(train, "train")
     if valid is not None:
         model.validate(valid, "valid")
-    sizes = {min(batch_size, len(train)), len(train) % batch_size} - {0}
-    if valid is not None:
-        sizes |= {min(batch_size, len(valid)), len(valid) % batch_size} - {0}
-    objective.check_batches(model, sizes)
+    objective.check_batches(model, _batch_sizes(train, batch_size) | _batch_sizes(valid, batch_size))
     device = resolve_device(device)
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..datasets import DataInfo
 from ..distributions import validate_data
-from ..infer.adversarial import packed_event_shape
+from ..infer.adversarial import check_pack, packed_event_shape
 from ..nn import MLP, _fold
 from .base import GenerativeModel, register_family
 from .vae import resolve_prior
@@ -214,8 +214,7 @@ class GAN(GenerativeModel):
             raise ValueError(f"network must be 'mlp' or 'dcgan', got {network!r}")
         if discriminator_steps is not None and (not isinstance(discriminator_steps, int) or discriminator_steps < 1):
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
-        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-            raise ValueError(f"pack must be a positive integer, got {pack!r}")
+        check_pack(pack)
         super().__init__(event_shape)
         self.latent_dim = latent_dim
         self.pack = pack
