@@ -78,7 +78,7 @@ def coverage(args):
             began = time.perf_counter()
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 torch.manual_seed(seed)
-                gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack,
+                gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack, r1_weight=args.r1_weight,
                              hidden=(args.coverage_hidden,) * 3, discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                        objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": (0.5, 0.999)},
@@ -100,7 +100,7 @@ def coverage(args):
           f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, "
           f"z in R^{args.coverage_latent_dim}, MLPs 3x{args.coverage_hidden}, "
           f"discriminator steps per generator step {args.discriminator_steps or 'the loss default (1; wgan-gp 5)'}, "
-          f"discriminator packing {args.pack}")
+          f"discriminator packing {args.pack}, R1 weight {args.r1_weight}")
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
     for name, loss, m, mean, sd, low, q, qsd, perfect, n, sec in rows:
@@ -242,6 +242,7 @@ def main():
     parser.add_argument("--trace-every", type=int, default=0, help="print coverage every N epochs of a run")
     parser.add_argument("--first-seed", type=int, default=0, help="coverage runs use seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
+    parser.add_argument("--r1-weight", type=float, default=0.0, help="gamma of the coverage runs' R1 penalty on the data")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)

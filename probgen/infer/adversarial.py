@@ -24,6 +24,13 @@ for the non-saturating loss (Jensen-Shannon, nats), :math:`1 - L_D / 2` for the 
 (total variation), and :math:`\mathbb{E}\,D(x) - \mathbb{E}\,D(\tilde x)` for WGAN-GP
 (Wasserstein-1). They are only as good as the discriminator, and not likelihoods.
 
+**R1 penalty** (Mescheder et al. 2018): with ``r1_weight=gamma`` > 0, any of the losses
+adds :math:`\frac{\gamma}{2}\,\mathbb{E}\,\lVert\nabla_x D(x)\rVert_2^2` on the data to
+the discriminator's loss (:func:`r1_penalty`). A discriminator whose gradient vanishes on
+the data cannot keep pushing the generator past it, so training settles instead of
+circling around the equilibrium, and the smoother discriminator still points the generator
+towards data regions it has not reached.
+
 **Packing** (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator scores groups of
 :math:`m` points drawn together, all real or all generated, instead of single points
 (:func:`pack`). A generator that drops modes makes groups whose joint distribution differs
@@ -37,6 +44,8 @@ References:
     Lim, Ye (2017). Geometric GAN. arXiv:1705.02894.
     Lin, Khetan, Fanti, Oh (2018). PacGAN: The Power of Two Samples in Generative
     Adversarial Networks. NeurIPS.
+    Mescheder, Geiger, Nowozin (2018). Which Training Methods for GANs do actually
+    Converge? ICML.
     Miyato, Kataoka, Koyama, Yoshida (2018). Spectral Normalization for Generative
     Adversarial Networks. ICLR.
 """
@@ -51,8 +60,8 @@ from pyro.poutine.messenger import Messenger
 
 from .objectives import OBJECTIVES, Objective
 
-__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "divergence_estimate",
-           "pack", "packed_event_shape"]
+__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty",
+           "divergence_estimate", "pack", "packed_event_shape"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 
@@ -111,6 +120,29 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weig
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = grad.reshape(n, -1).norm(dim=1)
     return weight * ((norms - 1) ** 2).mean()
+
+
+def r1_penalty(discriminator, real: torch.Tensor, weight: float, scores: torch.Tensor | None = None) -> torch.Tensor:
+    r"""The R1 penalty :math:`\frac{\gamma}{2}\,\frac1n\sum_i\lVert\nabla_{x_i} D(x_i)\rVert_2^2`
+    on the data points :math:`x_i` (Mescheder et al. 2018), one gradient per example as in
+    :func:`gradient_penalty`.
+
+    :param weight: :math:`\gamma`.
+    :param scores: ``discriminator(real)`` already computed from a ``real`` that requires
+        grad (saves a forward pass); by default they are computed here.
+    """
+    if scores is None:
+        real = real.detach().requires_grad_(True)
+        scores = _scores(discriminator, real)
+    elif not real.requires_grad:
+        raise ValueError("r1_penalty: scores were given, so real must be the tensor (requiring grad) they came from")
+    (grad,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return 0.5 * weight * grad.reshape(len(real), -1).pow(2).sum(1).mean()
+
+
+def check_weight(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
 
 
 def check_pack(pack) -> None:
@@ -173,6 +205,9 @@ class Adversarial(Objective):
     :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``.
     :param discriminator_steps: discriminator updates per generator update (``k``).
     :param gp_weight: :math:`\\lambda` of the gradient penalty (``"wgan-gp"`` only).
+    :param r1_weight: :math:`\\gamma` of the R1 penalty on the data (any loss; 0 = none).
+        By default ``model.r1_weight`` if the model has one (:class:`~probgen.GAN` does),
+        else 0.
     :param pack: how many points the discriminator scores together (PacGAN; 1 = none). By
         default ``model.pack`` if the model has one (:class:`~probgen.GAN` does), else 1.
         The discriminator must take inputs of :func:`packed_event_shape`; the gradient
@@ -198,22 +233,29 @@ class Adversarial(Objective):
     loss_unit = "(divergence estimate)"
 
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
-                 discriminator: torch.nn.Module | None = None, pack: int | None = None):
+                 discriminator: torch.nn.Module | None = None, pack: int | None = None,
+                 r1_weight: float | None = None):
         _check_loss(loss)
         if pack is not None:
             check_pack(pack)
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
-        if not gp_weight >= 0:
-            raise ValueError(f"gp_weight must be non-negative, got {gp_weight!r}")
+        check_weight("gp_weight", gp_weight)
+        if r1_weight is not None:
+            check_weight("r1_weight", r1_weight)
+            r1_weight = float(r1_weight)
         self.loss = loss
         self.discriminator_steps = discriminator_steps
         self.gp_weight = float(gp_weight)
         self.discriminator = discriminator
         self.pack = pack
+        self.r1_weight = r1_weight
 
     def _pack(self, model) -> int:
         return self.pack if self.pack is not None else getattr(model, "pack", 1)
+
+    def _r1_weight(self, model) -> float:
+        return self.r1_weight if self.r1_weight is not None else getattr(model, "r1_weight", 0.0)
 
     def check_batches(self, model, sizes):
         m = self._pack(model)
@@ -260,15 +302,20 @@ class Adversarial(Objective):
             raise ValueError(f"site 'x' holds {len(site['value'])} samples; expected num_data={n} along dim 0")
         return site["value"]
 
-    def _discriminator_step(self, d, real, fake):
-        loss = discriminator_loss(self.loss, _scores(d, real), _scores(d, fake))
+    def _discriminator_step(self, d, real, fake, r1_weight=0.0):
+        if r1_weight > 0:
+            real = real.detach().requires_grad_(True)
+        real_scores = _scores(d, real)
+        loss = discriminator_loss(self.loss, real_scores, _scores(d, fake))
         total = loss
         if self.loss == "wgan-gp" and self.gp_weight > 0:
-            total = loss + gradient_penalty(d, real, fake, self.gp_weight)
+            total = total + gradient_penalty(d, real.detach(), fake, self.gp_weight)
+        if r1_weight > 0:
+            total = total + r1_penalty(d, real, r1_weight, scores=real_scores)
         return total, loss
 
     def train_step(self, model, batch, update):
-        d, m = self._discriminator(model), self._pack(model)
+        d, m, r1 = self._discriminator(model), self._pack(model), self._r1_weight(model)
         n, k = len(batch), self.discriminator_steps
         real = pack(batch, m)
         # the generator is fixed during the k discriminator steps, so one draw of k * n
@@ -276,7 +323,7 @@ class Adversarial(Objective):
         with torch.no_grad():
             fakes = self.generate(model, k * n).split(n)
         for fake in fakes:
-            total, loss = self._discriminator_step(d, real, pack(fake, m))
+            total, loss = self._discriminator_step(d, real, pack(fake, m), r1)
             update("discriminator", total)
         # the generator step needs no gradient for the discriminator's weights
         frozen = [p for p in d.parameters() if p.requires_grad]
@@ -296,7 +343,7 @@ class Adversarial(Objective):
 
     def __repr__(self):
         return (f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight}, "
-                f"pack={self.pack})")
+                f"pack={self.pack}, r1_weight={self.r1_weight})")
 
 
 # "hinge", "wgan-gp:5", ...: the count after ':' is the number of discriminator steps

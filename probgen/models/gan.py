@@ -41,7 +41,7 @@ from torch import nn
 
 from ..datasets import DataInfo
 from ..distributions import validate_data
-from ..infer.adversarial import check_pack, packed_event_shape
+from ..infer.adversarial import check_pack, check_weight, packed_event_shape
 from ..nn import MLP, _fold
 from .base import GenerativeModel, register_family
 from .vae import resolve_prior
@@ -169,6 +169,9 @@ class GAN(GenerativeModel):
         (:func:`probgen.infer.adversarial.packed_event_shape`); a discriminator passed in
         must take them. Packing fights mode collapse; batches must hold a multiple of
         ``pack`` points.
+    :param r1_weight: :math:`\\gamma` of the R1 penalty
+        :math:`\\frac{\\gamma}{2}\\mathbb{E}\\lVert\\nabla_x D(x)\\rVert^2` on the data in the
+        default objective (Mescheder et al. 2018; 0 = none).
 
     Training: ``pg.fit(gan, data)`` uses :class:`~probgen.infer.Adversarial` with this
     loss; ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
@@ -198,6 +201,7 @@ class GAN(GenerativeModel):
         discriminator_steps: int | None = None,
         hidden: tuple[int, ...] = (256, 256, 256),
         pack: int = 1,
+        r1_weight: float = 0.0,
     ):
         event_shape = tuple(int(s) for s in event_shape)
         if not event_shape or any(s < 1 for s in event_shape):
@@ -215,9 +219,11 @@ class GAN(GenerativeModel):
         if discriminator_steps is not None and (not isinstance(discriminator_steps, int) or discriminator_steps < 1):
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
         check_pack(pack)
+        check_weight("r1_weight", r1_weight)
         super().__init__(event_shape)
         self.latent_dim = latent_dim
         self.pack = pack
+        self.r1_weight = float(r1_weight)
         self.loss = loss
         self.num_levels = num_levels
         self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
@@ -243,7 +249,7 @@ class GAN(GenerativeModel):
                 "family": "gan", "event_shape": list(event_shape), "latent_dim": latent_dim, "loss": loss,
                 "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior, "num_levels": num_levels,
                 "network": network, "discriminator_steps": self.discriminator_steps, "hidden": list(hidden),
-                "pack": pack,
+                "pack": pack, "r1_weight": self.r1_weight,
             }
         self.obs_noise = obs_noise
 

@@ -17,6 +17,7 @@ from probgen.infer.adversarial import (
     divergence_estimate,
     generator_loss,
     gradient_penalty,
+    r1_penalty,
     pack,
     packed_event_shape,
 )
@@ -217,3 +218,62 @@ def test_pack_defaults_to_the_model_and_fit_checks_batch_sizes(tmp_path):
         pg.infer.Adversarial(pack=0)
     with pytest.raises(ValueError, match="pack must be a positive integer"):
         pg.GAN((2,), 2, pack=1.5)
+
+
+def test_r1_penalty_equals_a_per_example_computation():
+    torch.manual_seed(0)
+    d = Quadratic()
+    real = torch.randn(5, 2)
+    penalty = r1_penalty(d, real, weight=3.0)
+    # D's gradient at x is x^2 + a, by hand: gamma/2 times the mean squared norm
+    direct = ((real**2 + d.a.detach()) ** 2).sum(1).mean()
+    assert penalty.item() == pytest.approx(1.5 * direct.item(), rel=1e-5)
+    # the same value from scores computed once for the loss as well
+    leaf = real.clone().requires_grad_(True)
+    assert r1_penalty(d, leaf, 3.0, scores=d(leaf)).item() == pytest.approx(penalty.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="real must be the tensor"):
+        r1_penalty(d, real, 3.0, scores=d(real))
+    # differentiable in the discriminator's parameters: d/da of 1.5 mean |x^2 + a|^2 = 3 mean(x^2 + a)
+    (grad_a,) = torch.autograd.grad(penalty, d.a)
+    assert torch.allclose(grad_a, 3.0 * (real**2 + d.a.detach()).mean(0), rtol=1e-5)
+    # a linear discriminator's gradient is w everywhere
+    assert r1_penalty(Linear1([3.0, 4.0]), real, 2.0).item() == pytest.approx(25.0)
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "hinge", "wgan-gp"])
+def test_r1_weight_adds_the_penalty_to_every_discriminator_step(loss):
+    # with a linear D(x) = w . x + c the penalty is gamma/2 |w|^2 whatever the data, so the
+    # discriminator's total minus its loss (read back from the recorded divergence) is known
+    torch.manual_seed(0)
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    d = Linear1([1.0, -2.0, 0.5, 3.0], c=0.25)  # packs of 2 points
+    objective = pg.infer.Adversarial(loss, discriminator=d, pack=2, r1_weight=4.0, gp_weight=0.0,
+                                     discriminator_steps=2)
+    totals = []
+    objective.train_step(FixedGenerator(torch.cat([fake, fake])), real,  # both draws of k = 2 are `fake`
+                         lambda group, value: totals.append(value.item()) if group == "discriminator" else None)
+    real_scores = real.reshape(3, 4) @ d.w.detach() + 0.25
+    fake_scores = fake.reshape(3, 4) @ d.w.detach() + 0.25
+    plain = discriminator_loss(loss, real_scores, fake_scores).item()
+    assert totals == pytest.approx([plain + 2.0 * (1 + 4 + 0.25 + 9)] * 2, rel=1e-5)
+    # the data the step received are not modified or left requiring grad
+    assert not real.requires_grad
+
+
+def test_r1_weight_defaults_to_the_model_and_is_checked(tmp_path):
+    gan = pg.GAN((2,), 2, hidden=(16,), r1_weight=0.5)
+    objective = pg.infer.resolve_objective(gan)
+    assert objective.r1_weight is None and objective._r1_weight(gan) == 0.5
+    assert pg.infer.Adversarial(r1_weight=0)._r1_weight(gan) == 0.0  # an explicit weight wins
+    assert pg.infer.Adversarial()._r1_weight(pg.VAE((2,), 2, hidden=(8,))) == 0.0
+    run = pg.fit(gan, pg.datasets.load("ring8").train[:128], epochs=2, batch_size=32, progress=False)
+    assert all(math.isfinite(v) for v in run.history["train_loss"])
+    pg.save_model(gan, tmp_path / "gan.pt")
+    assert pg.load_model(tmp_path / "gan.pt").r1_weight == 0.5
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="r1_weight must be a non-negative finite number"):
+            pg.infer.Adversarial(r1_weight=bad)
+        with pytest.raises(ValueError, match="r1_weight must be a non-negative finite number"):
+            pg.GAN((2,), 2, r1_weight=bad)
+    with pytest.raises(ValueError, match="gp_weight must be a non-negative finite number"):
+        pg.infer.Adversarial("wgan-gp", gp_weight=-1)
