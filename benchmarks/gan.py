@@ -17,7 +17,7 @@ Three parts, one process, each printing a table:
    on simulated data.
 
     python benchmarks/gan.py                          # small budget, all three parts
-    python benchmarks/gan.py --parts coverage --datasets grid25 --losses nonsaturating --seeds 5 --epochs 200 --lr-schedule cosine
+    python benchmarks/gan.py --parts coverage --datasets grid25 --losses nonsaturating --seeds 5 --epochs 200 --lr-schedule anneal:50 --r1-weight 0.1
     python benchmarks/gan.py --parts ais --ais-epochs 100 --ais-steps 1000 --leapfrog 10 --chains 16 --num-test 1000
 """
 

@@ -14,8 +14,10 @@ standard deviations of that mode, and count the modes that received a high-quali
 A generator that collapses onto a few modes scores few modes; one that smears mass between
 the modes scores a low high-quality fraction.
 
-Budget: a few minutes on a laptop CPU; ``--data grid25`` (25 modes) needs longer runs
-(``--epochs``): see ``benchmarks/gan.py``.
+Budget: a few minutes on a laptop CPU. ``--data grid25`` (25 modes) needs longer runs
+(``--epochs``) and is steadier with the R1 penalty (``--r1-weight 0.1``): the recipe of
+``benchmarks/gan.py`` (200 epochs, R1 0.1, the learning rate decayed over the last 50
+epochs) covers all 25 modes with over 90% high-quality samples on each of 5 seeds.
 """
 
 import argparse
@@ -30,11 +32,12 @@ parser = argparse.ArgumentParser(description="Mode coverage of a GAN on ring8 or
 parser.add_argument("--data", default="ring8", choices=["ring8", "grid25"])
 parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"])
 parser.add_argument("--epochs", type=int, default=1 if SMOKE else 40)
+parser.add_argument("--r1-weight", type=float, default=0.0, help="gamma of the R1 penalty on the data (0 = none)")
 args, _ = parser.parse_known_args()
 
 data = pg.datasets.load(args.data)
 torch.manual_seed(0)
-gan = pg.GAN((2,), latent_dim=2, loss=args.loss)
+gan = pg.GAN((2,), latent_dim=2, loss=args.loss, r1_weight=args.r1_weight)
 before = pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), args.data)
 print(f"at initialization: {before}")
 
