@@ -228,7 +228,7 @@ def main():
     parser.add_argument("--parts", default="coverage,timing,ais")
     parser.add_argument("--datasets", default="ring8,grid25")
     parser.add_argument("--losses", default="nonsaturating,hinge,wgan-gp")
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -211,7 +211,7 @@ class Adversarial(Objective):
     :param pack: how many points the discriminator scores together (PacGAN; 1 = none). By
         default ``model.pack`` if the model has one (:class:`~probgen.GAN` does), else 1.
         The discriminator must take inputs of :func:`packed_event_shape`; the gradient
-        penalty then applies per packed group. Every batch must hold a multiple of ``pack``
+        penalties (WGAN-GP, R1) then apply per packed group. Every batch must hold a multiple of ``pack``
         points: :func:`probgen.fit` checks the sizes before it starts.
     :param discriminator: the discriminator module; by default ``model.discriminator``. One
         given here is not part of the model, so checkpoints of :func:`probgen.fit` do not
