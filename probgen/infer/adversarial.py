@@ -140,7 +140,8 @@ def r1_penalty(discriminator, real: torch.Tensor, weight: float, scores: torch.T
     return 0.5 * weight * grad.reshape(len(real), -1).pow(2).sum(1).mean()
 
 
-def check_weight(name, value):
+def check_weight(name: str, value) -> None:
+    """Raise a clear error, naming ``name``, unless ``value`` is a non-negative finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
 
@@ -211,8 +212,8 @@ class Adversarial(Objective):
     :param pack: how many points the discriminator scores together (PacGAN; 1 = none). By
         default ``model.pack`` if the model has one (:class:`~probgen.GAN` does), else 1.
         The discriminator must take inputs of :func:`packed_event_shape`; the gradient
-        penalties (WGAN-GP, R1) then apply per packed group. Every batch must hold a multiple of ``pack``
-        points: :func:`probgen.fit` checks the sizes before it starts.
+        penalties (WGAN-GP, R1) then apply per packed group. Every batch must hold a
+        multiple of ``pack`` points: :func:`probgen.fit` checks the sizes before it starts.
     :param discriminator: the discriminator module; by default ``model.discriminator``. One
         given here is not part of the model, so checkpoints of :func:`probgen.fit` do not
         hold its weights (its optimizer state they do): attach it to the model
