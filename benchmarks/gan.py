@@ -55,9 +55,9 @@ def schedule(name, epochs):
 class Traced(Adversarial):
     """The model's default objective, printing mode coverage every ``every`` epochs."""
 
-    def __init__(self, gan, name, every):
+    def __init__(self, gan, name, every, gp_weight=10.0):
         objective = gan.default_objective
-        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps)
+        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps, gp_weight=gp_weight)
         self.gan, self.name, self.every = gan, name, every
 
     def begin_epoch(self, epoch):
@@ -81,7 +81,7 @@ def coverage(args):
                 gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack, r1_weight=args.r1_weight,
                              hidden=(args.coverage_hidden,) * 3, discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                       objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": (0.5, 0.999)},
+                       objective=Traced(gan, name, args.trace_every, args.gp_weight), optimizer_options={"betas": args.betas},
                        lr_schedule=schedule(args.lr_schedule, args.epochs), progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))
@@ -97,10 +97,11 @@ def coverage(args):
             print(f"  {name} {loss}: modes {modes}, high quality {[round(q, 1) for q in quality]}", flush=True)
     print(f"\nMode coverage, PacGAN protocol (2500 samples, 3 sd): {args.epochs} epochs x "
           f"{20000 // args.batch_size} steps, batch {args.batch_size}, lr {args.lr} "
-          f"({args.lr_schedule or 'constant'}), Adam betas (0.5, 0.999), standard normal prior, "
+          f"({args.lr_schedule or 'constant'}), Adam betas {args.betas}, standard normal prior, "
           f"z in R^{args.coverage_latent_dim}, MLPs 3x{args.coverage_hidden}, "
           f"discriminator steps per generator step {args.discriminator_steps or 'the loss default (1; wgan-gp 5)'}, "
-          f"discriminator packing {args.pack}, R1 weight {args.r1_weight}")
+          f"discriminator packing {args.pack}, R1 weight {args.r1_weight}"
+          + (f", WGAN-GP weight {args.gp_weight}" if "wgan-gp" in args.losses else ""))
     print(f"{'data':<7} {'loss':<14} {'modes (mean ± sd, min)':>24} {'high quality % (mean ± sd)':>28} "
           f"{'seeds at target':>16} {'s/run':>7}")
     for name, loss, m, mean, sd, low, q, qsd, perfect, n, sec in rows:
@@ -243,6 +244,8 @@ def main():
     parser.add_argument("--first-seed", type=int, default=0, help="coverage runs use seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--pack", type=int, default=1, help="PacGAN packing of the coverage runs' discriminator")
     parser.add_argument("--r1-weight", type=float, default=0.0, help="gamma of the coverage runs' R1 penalty on the data")
+    parser.add_argument("--gp-weight", type=float, default=10.0, help="lambda of the coverage runs' WGAN-GP penalty")
+    parser.add_argument("--betas", default="0.5,0.999", help="Adam's betas in the coverage runs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
@@ -257,6 +260,7 @@ def main():
     args = parser.parse_args()
     args.datasets, args.losses = args.datasets.split(","), args.losses.split(",")
     args.sigmas = [float(s) for s in args.sigmas.split(",")]
+    args.betas = tuple(float(b) for b in args.betas.split(","))
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     unknown = set(parts) - {"coverage", "timing", "ais"}
