@@ -55,9 +55,9 @@ def schedule(name, epochs):
 class Traced(Adversarial):
     """The model's default objective, printing mode coverage every ``every`` epochs."""
 
-    def __init__(self, gan, name, every, gp_weight=10.0):
+    def __init__(self, gan, name, every):
         objective = gan.default_objective
-        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps, gp_weight=gp_weight)
+        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps, gp_weight=objective.gp_weight)
         self.gan, self.name, self.every = gan, name, every
 
     def begin_epoch(self, epoch):
@@ -79,9 +79,10 @@ def coverage(args):
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 torch.manual_seed(seed)
                 gan = pg.GAN((2,), args.coverage_latent_dim, loss=loss, pack=args.pack, r1_weight=args.r1_weight,
-                             hidden=(args.coverage_hidden,) * 3, discriminator_steps=args.discriminator_steps)
+                             gp_weight=args.gp_weight, hidden=(args.coverage_hidden,) * 3,
+                             discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                       objective=Traced(gan, name, args.trace_every, args.gp_weight), optimizer_options={"betas": args.betas},
+                       objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": args.betas},
                        lr_schedule=schedule(args.lr_schedule, args.epochs), progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))

@@ -69,7 +69,7 @@ def _build_gan(info, args):
     return pg.GAN(
         info.event_shape, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
         spectral_norm=args.spectral_norm, num_levels=info.num_levels if info.support != "real" else None,
-        pack=args.pack, r1_weight=args.r1_weight,
+        pack=args.pack, r1_weight=args.r1_weight, gp_weight=args.gp_weight,
     )
 
 
@@ -84,6 +84,7 @@ def _family_arguments(parser):
                         help="GAN: the discriminator scores packs of N samples (PacGAN; batches must hold multiples of N)")
     parser.add_argument("--r1-weight", type=float, default=0.0,
                         help="GAN: gamma of the R1 penalty (gamma/2) E|grad D(x)|^2 on the data (0 = none)")
+    parser.add_argument("--gp-weight", type=float, default=10.0, help="GAN: lambda of the WGAN-GP gradient penalty")
     parser.add_argument("--prior", default="normal", help="VAE prior: normal, mixture, vamp")
     parser.add_argument("--network", default="mlp", choices=["mlp", "conv"], help="VAE networks")
     parser.add_argument("--posterior", default="normal", help="VAE posterior: normal, iaf, nsf, realnvp, nsf_coupling")

@@ -173,6 +173,9 @@ class GAN(GenerativeModel):
         :math:`\\frac{\\gamma}{2}\\mathbb{E}\\lVert\\nabla_x D(x)\\rVert^2` on the data in the
         default objective (Mescheder et al. 2018; 0 = none). With 0.1, ``benchmarks/gan.py``
         covers all 25 grid25 modes on each of its 5 seeds (non-saturating and hinge losses).
+    :param gp_weight: :math:`\\lambda` of the WGAN-GP gradient penalty in the default
+        objective (``"wgan-gp"`` only; default 10, as Gulrajani et al. use for images; their
+        2-D toy experiments use 0.1).
 
     Training: ``pg.fit(gan, data)`` uses :class:`~probgen.infer.Adversarial` with this
     loss; ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
@@ -203,6 +206,7 @@ class GAN(GenerativeModel):
         hidden: tuple[int, ...] = (256, 256, 256),
         pack: int = 1,
         r1_weight: float = 0.0,
+        gp_weight: float = 10.0,
     ):
         event_shape = tuple(int(s) for s in event_shape)
         if not event_shape or any(s < 1 for s in event_shape):
@@ -221,10 +225,12 @@ class GAN(GenerativeModel):
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
         check_pack(pack)
         check_weight("r1_weight", r1_weight)
+        check_weight("gp_weight", gp_weight)
         super().__init__(event_shape)
         self.latent_dim = latent_dim
         self.pack = pack
         self.r1_weight = float(r1_weight)
+        self.gp_weight = float(gp_weight)
         self.loss = loss
         self.num_levels = num_levels
         self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
@@ -250,7 +256,7 @@ class GAN(GenerativeModel):
                 "family": "gan", "event_shape": list(event_shape), "latent_dim": latent_dim, "loss": loss,
                 "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior, "num_levels": num_levels,
                 "network": network, "discriminator_steps": self.discriminator_steps, "hidden": list(hidden),
-                "pack": pack, "r1_weight": self.r1_weight,
+                "pack": pack, "r1_weight": self.r1_weight, "gp_weight": self.gp_weight,
             }
         self.obs_noise = obs_noise
 
@@ -279,7 +285,7 @@ class GAN(GenerativeModel):
     def default_objective(self):
         from ..infer.adversarial import Adversarial
 
-        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
+        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps, gp_weight=self.gp_weight)
 
     @property
     def info(self) -> DataInfo:

@@ -128,11 +128,11 @@ def test_cli_fit_and_evaluate_a_gan(tmp_path, capsys):
 
     out = tmp_path / "ring"
     assert main(["fit", "gan", "--data", "ring8", "--epochs", "1", "--batch-size", "1024", "--loss", "hinge",
-                 "--pack", "2", "--r1-weight", "0.5", "--out", str(out), "--no-progress"]) == 0
+                 "--pack", "2", "--r1-weight", "0.5", "--gp-weight", "0.1", "--out", str(out), "--no-progress"]) == 0
     assert (out / "samples.png").is_file() and (out / "checkpoints" / "last.pt").is_file()
     assert "mode coverage:" in capsys.readouterr().out
     loaded = pg.load_model(out / "model.pt")
-    assert loaded.pack == 2 and loaded.r1_weight == 0.5
+    assert loaded.pack == 2 and loaded.r1_weight == 0.5 and loaded.gp_weight == 0.1
     # the implicit model has no likelihood until it is given observation noise
     assert main(["evaluate", str(out), "--method", "ais", "--num-test", "5", "--num-samples", "2", "--ais-steps", "5"]) == 2
     assert "no obs_noise" in capsys.readouterr().err
