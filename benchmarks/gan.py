@@ -57,7 +57,7 @@ class Traced(Adversarial):
 
     def __init__(self, gan, name, every):
         objective = gan.default_objective
-        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps, gp_weight=objective.gp_weight)
+        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps)
         self.gan, self.name, self.every = gan, name, every
 
     def begin_epoch(self, epoch):

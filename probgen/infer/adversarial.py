@@ -205,7 +205,8 @@ class Adversarial(Objective):
 
     :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``.
     :param discriminator_steps: discriminator updates per generator update (``k``).
-    :param gp_weight: :math:`\\lambda` of the gradient penalty (``"wgan-gp"`` only).
+    :param gp_weight: :math:`\\lambda` of the gradient penalty (``"wgan-gp"`` only). By
+        default ``model.gp_weight`` if the model has one (:class:`~probgen.GAN` does), else 10.
     :param r1_weight: :math:`\\gamma` of the R1 penalty on the data (any loss; 0 = none).
         By default ``model.r1_weight`` if the model has one (:class:`~probgen.GAN` does),
         else 0.
@@ -233,7 +234,7 @@ class Adversarial(Objective):
     # the recorded loss is the discriminator's estimate of the divergence, not a likelihood
     loss_unit = "(divergence estimate)"
 
-    def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float = 10.0,
+    def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float | None = None,
                  discriminator: torch.nn.Module | None = None, pack: int | None = None,
                  r1_weight: float | None = None):
         _check_loss(loss)
@@ -241,22 +242,31 @@ class Adversarial(Objective):
             check_pack(pack)
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
-        check_weight("gp_weight", gp_weight)
-        if r1_weight is not None:
-            check_weight("r1_weight", r1_weight)
-            r1_weight = float(r1_weight)
+        for name, weight in (("gp_weight", gp_weight), ("r1_weight", r1_weight)):
+            if weight is not None:
+                check_weight(name, weight)
         self.loss = loss
         self.discriminator_steps = discriminator_steps
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = None if gp_weight is None else float(gp_weight)
         self.discriminator = discriminator
         self.pack = pack
-        self.r1_weight = r1_weight
+        self.r1_weight = None if r1_weight is None else float(r1_weight)
+
+    # settings left as None are the model's (a GAN carries them), else these defaults
+    _DEFAULTS = {"pack": 1, "gp_weight": 10.0, "r1_weight": 0.0}
+
+    def _setting(self, model, name):
+        value = getattr(self, name)
+        return value if value is not None else getattr(model, name, self._DEFAULTS[name])
 
     def _pack(self, model) -> int:
-        return self.pack if self.pack is not None else getattr(model, "pack", 1)
+        return self._setting(model, "pack")
+
+    def _gp_weight(self, model) -> float:
+        return self._setting(model, "gp_weight")
 
     def _r1_weight(self, model) -> float:
-        return self.r1_weight if self.r1_weight is not None else getattr(model, "r1_weight", 0.0)
+        return self._setting(model, "r1_weight")
 
     def check_batches(self, model, sizes):
         m = self._pack(model)
@@ -303,20 +313,21 @@ class Adversarial(Objective):
             raise ValueError(f"site 'x' holds {len(site['value'])} samples; expected num_data={n} along dim 0")
         return site["value"]
 
-    def _discriminator_step(self, d, real, fake, r1_weight=0.0):
+    def _discriminator_step(self, d, real, fake, gp_weight, r1_weight):
         if r1_weight > 0:
             real = real.detach().requires_grad_(True)
         real_scores = _scores(d, real)
         loss = discriminator_loss(self.loss, real_scores, _scores(d, fake))
         total = loss
-        if self.loss == "wgan-gp" and self.gp_weight > 0:
-            total = total + gradient_penalty(d, real.detach(), fake, self.gp_weight)
+        if self.loss == "wgan-gp" and gp_weight > 0:
+            total = total + gradient_penalty(d, real.detach(), fake, gp_weight)
         if r1_weight > 0:
             total = total + r1_penalty(d, real, r1_weight, scores=real_scores)
         return total, loss
 
     def train_step(self, model, batch, update):
-        d, m, r1 = self._discriminator(model), self._pack(model), self._r1_weight(model)
+        d, m = self._discriminator(model), self._pack(model)
+        gp, r1 = self._gp_weight(model), self._r1_weight(model)
         n, k = len(batch), self.discriminator_steps
         real = pack(batch, m)
         # the generator is fixed during the k discriminator steps, so one draw of k * n
@@ -324,7 +335,7 @@ class Adversarial(Objective):
         with torch.no_grad():
             fakes = self.generate(model, k * n).split(n)
         for fake in fakes:
-            total, loss = self._discriminator_step(d, real, pack(fake, m), r1)
+            total, loss = self._discriminator_step(d, real, pack(fake, m), gp, r1)
             update("discriminator", total)
         # the generator step needs no gradient for the discriminator's weights
         frozen = [p for p in d.parameters() if p.requires_grad]

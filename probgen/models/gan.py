@@ -285,7 +285,8 @@ class GAN(GenerativeModel):
     def default_objective(self):
         from ..infer.adversarial import Adversarial
 
-        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps, gp_weight=self.gp_weight)
+        # pack, gp_weight and r1_weight: the objective reads them from this model
+        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
 
     @property
     def info(self) -> DataInfo:

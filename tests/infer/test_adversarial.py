@@ -264,14 +264,18 @@ def test_penalty_weights_default_to_the_model_and_are_checked(tmp_path):
     gan = pg.GAN((2,), 2, hidden=(16,), r1_weight=0.5, loss="wgan-gp", gp_weight=0.1)
     objective = pg.infer.resolve_objective(gan)
     assert objective.r1_weight is None and objective._r1_weight(gan) == 0.5
-    assert objective.gp_weight == 0.1 and pg.GAN((2,), 2).default_objective.gp_weight == 10.0
+    assert objective._gp_weight(gan) == 0.1 and pg.GAN((2,), 2).default_objective._gp_weight(pg.GAN((2,), 2)) == 10.0
+    # an objective built by hand also takes the model's weights unless given its own
+    assert pg.infer.Adversarial("wgan-gp")._gp_weight(gan) == 0.1
+    assert pg.infer.Adversarial("wgan-gp", gp_weight=5)._gp_weight(gan) == 5.0
+    assert pg.infer.Adversarial()._gp_weight(pg.VAE((2,), 2, hidden=(8,))) == 10.0
     assert pg.infer.Adversarial(r1_weight=0)._r1_weight(gan) == 0.0  # an explicit weight wins
     assert pg.infer.Adversarial()._r1_weight(pg.VAE((2,), 2, hidden=(8,))) == 0.0
     run = pg.fit(gan, pg.datasets.load("ring8").train[:128], epochs=2, batch_size=32, progress=False)
     assert all(math.isfinite(v) for v in run.history["train_loss"])
     pg.save_model(gan, tmp_path / "gan.pt")
     loaded = pg.load_model(tmp_path / "gan.pt")
-    assert loaded.r1_weight == 0.5 and loaded.default_objective.gp_weight == 0.1
+    assert loaded.r1_weight == 0.5 and loaded.default_objective._gp_weight(loaded) == 0.1
     for bad in (-1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="r1_weight must be a non-negative finite number"):
             pg.infer.Adversarial(r1_weight=bad)
