@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import time
 
@@ -38,18 +37,11 @@ from probgen.infer.adversarial import Adversarial, discriminator_loss, generator
 
 # -- 1. mode coverage ----------------------------------------------------------------------
 
-def schedule(name, epochs):
-    """``None``, ``"cosine"``, or ``"anneal:N"``: the constant rate, then a cosine decay to 0
-    over the last ``N`` epochs (a callable for ``pg.fit(lr_schedule=...)``)."""
-    if name is None or name == "cosine":
-        return name
-    tail = int(name.split(":", 1)[1])
-    hold = epochs - tail
-
-    def factor(epoch):  # the scheduler has stepped `epoch` times
-        return 1.0 if epoch < hold else 0.5 * (1 + math.cos(math.pi * (epoch - hold) / tail))
-
-    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def schedule(name):
+    """``None``, ``"cosine"``, or ``"anneal:N"``, this benchmark's older name for
+    ``pg.fit``'s ``"cosine:N"``: the constant rate, then a cosine decay to 0 over the last
+    ``N`` epochs."""
+    return name.replace("anneal:", "cosine:", 1) if name else name
 
 
 class Traced(Adversarial):
@@ -83,7 +75,7 @@ def coverage(args):
                              discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                        objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": args.betas},
-                       lr_schedule=schedule(args.lr_schedule, args.epochs), progress=False)
+                       lr_schedule=schedule(args.lr_schedule), progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))
                 print(f"    {name} {loss} seed {seed}: {results[-1].modes_covered} modes, "
@@ -235,8 +227,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default=None,
-                        help="lr schedule of the coverage runs: cosine (decay to 0 over the run), or anneal:N "
-                             "(constant, then a cosine decay over the last N epochs)")
+                        help="lr schedule of the coverage runs: cosine (decay to 0 over the run), or cosine:N or anneal:N "
+                             "(the same; constant, then a cosine decay over the last N epochs)")
     parser.add_argument("--coverage-latent-dim", type=int, default=2, help="latent dimension of the coverage runs")
     parser.add_argument("--coverage-hidden", type=int, default=256, help="width of the coverage runs' 3-layer MLPs")
     parser.add_argument("--discriminator-steps", type=int, default=None,

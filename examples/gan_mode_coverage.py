@@ -17,7 +17,8 @@ the modes scores a low high-quality fraction.
 Budget: a few minutes on a laptop CPU. ``--data grid25`` (25 modes) needs longer runs
 (``--epochs``) and is steadier with the R1 penalty (``--r1-weight 0.1``): the recipe of
 ``benchmarks/gan.py`` (200 epochs, R1 0.1, the learning rate decayed over the last 50
-epochs) covers all 25 modes with over 90% high-quality samples on each of 5 seeds.
+epochs: ``pg.fit(..., lr_schedule="cosine:50")``) covers all 25 modes with over 90%
+high-quality samples on each of 5 seeds.
 """
 
 import argparse

@@ -78,11 +78,29 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def _cosine_tail(name, epochs):
+    """The factor of epoch ``e`` (the scheduler has stepped ``e`` times) for ``"cosine:N"``:
+    1 until the last ``N`` of ``epochs``, then a half cosine down to 0; ``None`` if ``name``
+    is not of that form."""
+    head, _, tail = name.partition(":")
+    if head != "cosine" or not tail.isdigit() or not 1 <= int(tail) <= epochs:
+        return None
+    tail = int(tail)
+    hold = epochs - tail
+    return lambda e: 1.0 if e < hold else 0.5 * (1 + math.cos(math.pi * (e - hold) / tail))
+
+
 def _make_scheduler(lr_schedule, optimizer, epochs):
     if lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    factor = _cosine_tail(lr_schedule, epochs) if isinstance(lr_schedule, str) else None
+    if factor is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if isinstance(lr_schedule, str) or not callable(lr_schedule):
-        raise ValueError(f"lr_schedule must be None, 'cosine' or a callable optimizer -> scheduler, got {lr_schedule!r}")
+        raise ValueError(
+            f"lr_schedule must be None, 'cosine' or a callable optimizer -> scheduler, or 'cosine:N' with N an "
+            f"integer from 1 to epochs ({epochs}); got {lr_schedule!r}"
+        )
     scheduler = lr_schedule(optimizer)
     if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
         raise TypeError(f"lr_schedule returned {type(scheduler).__name__}, not a torch.optim.lr_scheduler scheduler")
@@ -133,7 +151,8 @@ def fit(
     :param objective: ``None`` (the model's default), a name (``"elbo"``, ``"meanfield"``,
         ``"iwae"``, ``"iwae:k"``), a Pyro ELBO, or an :class:`~probgen.infer.Objective`.
     :param lr_schedule: ``None`` (constant rates), ``"cosine"`` (every group's rate falls
-        along a half cosine to 0 at the last of ``epochs``), or a callable
+        along a half cosine to 0 at the last of ``epochs``), ``"cosine:N"`` (constant, then
+        the same fall over the last ``N`` epochs only), or a callable
         ``f(optimizer) -> torch.optim.lr_scheduler.LRScheduler`` applied to each group's
         optimizer. Schedulers step once per epoch; their state is checkpointed, so a resumed
         run follows the same rates (for ``"cosine"``, those of the ``epochs`` the run was

@@ -186,3 +186,27 @@ def test_resuming_with_another_lr_schedule_is_refused(digits, tmp_path):
         pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule="linear", progress=False)
     with pytest.raises(TypeError, match="not a torch.optim.lr_scheduler"):
         pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule=lambda opt: 0.5, progress=False)
+
+
+def test_cosine_over_the_last_epochs_holds_then_decays(digits, tmp_path):
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    pg.fit(small_vae(), digits.train[:300], epochs=5, batch_size=300, lr=1e-2, lr_schedule="cosine:2",
+           optimizer=Recording, progress=False)
+    # constant for the first 3 epochs; the last 2 take a half cosine from 1e-2 towards 0 (1e-2, then 5e-3)
+    assert seen == pytest.approx([1e-2, 1e-2, 1e-2, 1e-2, 1e-2 * (1 + math.cos(math.pi / 2)) / 2])
+    # "cosine:N" with N = epochs is the plain cosine
+    seen.clear()
+    pg.fit(small_vae(), digits.train[:300], epochs=4, batch_size=300, lr=1e-2, lr_schedule="cosine:4",
+           optimizer=Recording, progress=False)
+    assert seen == pytest.approx([1e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    for bad in ("cosine:0", "cosine:6", "cosine:x", "cosine:", "linear:2"):
+        with pytest.raises(ValueError, match=r"'cosine:N' with N an integer from 1 to epochs \(5\)"):
+            pg.fit(small_vae(), digits.train[:300], epochs=5, lr_schedule=bad, checkpoint_dir=tmp_path / "run",
+                   progress=False)
+    assert not (tmp_path / "run").exists()
