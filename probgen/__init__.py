@@ -10,25 +10,20 @@ import pyro
 
 pyro.settings.set(module_local_params=True)
 
-from . import datasets, distributions, infer, models, nn  # noqa: E402
+from . import datasets, diagnostics, distributions, flows, infer, metrics, models, nn  # noqa: E402
+from .diagnostics import psis_khat  # noqa: E402
+from .distributions import DataInfo  # noqa: E402
 from .infer import (  # noqa: E402
     IWAE,
     FitResult,
     LikelihoodEstimate,
+    compare,
     fit,
     load_model,
     log_likelihood,
     save_model,
 )
-from .models import VAE  # noqa: E402
-from .models import Flow  # noqa: E402
-from . import flows  # noqa: E402
-from .models import GAN  # noqa: E402
-from .models import Diffusion  # noqa: E402
-from . import metrics  # noqa: E402
-from . import diagnostics  # noqa: E402
-from .infer import compare  # noqa: E402
-from .diagnostics import psis_khat  # noqa: E402
+from .models import GAN, VAE, Diffusion, Flow  # noqa: E402
 
 
 def __getattr__(name):
@@ -40,26 +35,27 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = [
+    "DataInfo",
     "Diffusion",
-    "GAN",
-    "metrics",
-    "IWAE",
     "FitResult",
+    "Flow",
+    "GAN",
+    "IWAE",
     "LikelihoodEstimate",
     "VAE",
-    "Flow",
-    "flows",
     "compare",
-    "diagnostics",
-    "psis_khat",
-    "to_inference_data",
     "datasets",
+    "diagnostics",
     "distributions",
     "fit",
+    "flows",
     "infer",
     "load_model",
     "log_likelihood",
+    "metrics",
     "models",
     "nn",
+    "psis_khat",
     "save_model",
+    "to_inference_data",
 ]

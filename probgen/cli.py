@@ -33,47 +33,27 @@ __all__ = ["main", "FAMILY_BUILDERS"]
 
 
 def _build_vae(info, args):
-    likelihood = {"binary": "bernoulli", "discrete": "discretized_logistic", "real": "normal"}[info.support]
-    return pg.VAE(
-        info.event_shape,
-        args.latent_dim or 16,
-        likelihood=likelihood,
-        num_levels=info.num_levels if info.support == "discrete" else None,
-        prior=args.prior,
-        posterior=args.posterior,
-        network=args.network,
-    )
+    return pg.VAE(info, args.latent_dim or 16, prior=args.prior, posterior=args.posterior, network=args.network)
 
 
 def _build_flow(info, args):
-    return pg.Flow(
-        info.event_shape, args.flow, num_layers=args.flow_layers, hidden=args.flow_hidden,
-        support=info.support, num_levels=info.num_levels, dequantization=args.dequantization,
-    )
+    return pg.Flow(info, args.flow, num_layers=args.flow_layers, hidden=args.flow_hidden,
+                   dequantization=args.dequantization)
 
 
 def _build_diffusion(info, args):
-    likelihood = {"binary": "bernoulli", "discrete": "categorical", "real": "normal"}[info.support]
-    return pg.Diffusion(
-        info.event_shape, num_steps=args.num_steps, schedule=args.schedule,
-        parameterization=args.parameterization, likelihood=likelihood,
-        num_levels=info.num_levels if info.support == "discrete" else None,
-    )
-
-
-# family name -> builder(info, args) -> model. Families add themselves here.
-FAMILY_BUILDERS = {"vae": _build_vae, "flow": _build_flow, "diffusion": _build_diffusion}
+    return pg.Diffusion(info, num_steps=args.num_steps, schedule=args.schedule, parameterization=args.parameterization)
 
 
 def _build_gan(info, args):
-    return pg.GAN(
-        info.event_shape, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
-        spectral_norm=args.spectral_norm, num_levels=info.num_levels if info.support != "real" else None,
-        pack=args.pack, r1_weight=args.r1_weight, gp_weight=args.gp_weight,
-    )
+    # penalties left unset on the command line keep the model's measured defaults
+    weights = {name: getattr(args, name) for name in ("r1_weight", "gp_weight") if getattr(args, name) is not None}
+    return pg.GAN(info, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
+                  spectral_norm=args.spectral_norm, pack=args.pack, **weights)
 
 
-FAMILY_BUILDERS["gan"] = _build_gan
+# family name -> builder(info, args) -> model; each model follows the data's description
+FAMILY_BUILDERS = {"vae": _build_vae, "flow": _build_flow, "diffusion": _build_diffusion, "gan": _build_gan}
 
 
 def _family_arguments(parser):
@@ -82,9 +62,10 @@ def _family_arguments(parser):
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--pack", type=int, default=1,
                         help="GAN: the discriminator scores packs of N samples (PacGAN; batches must hold multiples of N)")
-    parser.add_argument("--r1-weight", type=float, default=0.0,
-                        help="GAN: gamma of the R1 penalty (gamma/2) E|grad D(x)|^2 on the data (0 = none)")
-    parser.add_argument("--gp-weight", type=float, default=10.0, help="GAN: lambda of the WGAN-GP gradient penalty")
+    parser.add_argument("--r1-weight", type=float, default=None,
+                        help="GAN: gamma of the R1 penalty (gamma/2) E|grad D(x)|^2 on the data (0 = none; default: the model's)")
+    parser.add_argument("--gp-weight", type=float, default=None,
+                        help="GAN: lambda of the WGAN-GP gradient penalty (default: the model's, 10)")
     parser.add_argument("--prior", default="normal", help="VAE prior: normal, mixture, vamp")
     parser.add_argument("--network", default="mlp", choices=["mlp", "conv"], help="VAE networks")
     parser.add_argument("--posterior", default="normal", help="VAE posterior: normal, iaf, nsf, realnvp, nsf_coupling")
@@ -302,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--data", default="optdigits", help="dataset name (default: the embedded optdigits)")
     fit.add_argument("--root", default=None, help="folder of downloaded datasets")
     fit.add_argument("--epochs", type=int, default=50)
-    fit.add_argument("--batch-size", type=int, default=128)
-    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--batch-size", type=int, default=None, help="default: the model's, else 128")
+    fit.add_argument("--lr", type=float, default=None, help="default: the model's, else 1e-3")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto")
     fit.add_argument("--out", default="runs/latest")
@@ -341,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="smoke: seconds; quick: a few minutes on 2 CPU cores; full: longer, all test points")
     compare.add_argument("--families", default=None, help=f"comma-separated subset of {','.join(sorted(FAMILY_BUILDERS))}")
     compare.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
-    compare.add_argument("--batch-size", type=int, default=128)
-    compare.add_argument("--lr", type=float, default=1e-3)
+    compare.add_argument("--batch-size", type=int, default=None, help="default: each model's, else 128")
+    compare.add_argument("--lr", type=float, default=None, help="default: each model's, else 1e-3")
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--device", default="auto")
     compare.add_argument("--out", default="runs/compare")

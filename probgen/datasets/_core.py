@@ -1,61 +1,17 @@
-"""The dataset container, its description, and :func:`load`."""
+"""The dataset container and :func:`load`; the description of the data, :class:`DataInfo`,
+lives with the likelihoods (:mod:`probgen.distributions.info`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..distributions.info import DataInfo
+
 __all__ = ["DataInfo", "Dataset", "load", "available", "random_subset"]
-
-SUPPORTS = ("binary", "discrete", "real")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about the data it is fitted to.
-
-    :param name: the dataset's name, as given to :func:`load`.
-    :param event_shape: the shape of one data point.
-    :param support: ``"binary"`` (values 0 and 1), ``"discrete"`` (the integer
-        levels ``0, 1, ..., num_levels - 1``) or ``"real"``.
-    :param num_levels: number of levels of discrete data (2 for binary data),
-        ``None`` for real data.
-    """
-
-    name: str
-    event_shape: tuple[int, ...]
-    support: str
-    num_levels: int | None = None
-
-    def __post_init__(self):
-        if self.support not in SUPPORTS:
-            raise ValueError(f"support must be one of {SUPPORTS}, got {self.support!r}")
-        if self.support == "binary" and self.num_levels not in (None, 2):
-            raise ValueError(f"binary data has 2 levels, got num_levels={self.num_levels}")
-        if self.support == "binary":
-            object.__setattr__(self, "num_levels", 2)
-        if self.support == "discrete" and (self.num_levels is None or self.num_levels < 2):
-            raise ValueError("discrete data needs num_levels >= 2")
-        if self.support == "real" and self.num_levels is not None:
-            raise ValueError("real data has no num_levels")
-        object.__setattr__(self, "event_shape", tuple(int(s) for s in self.event_shape))
-
-    @property
-    def num_dims(self) -> int:
-        """Number of dimensions of one data point: the divisor of bits/dim."""
-        return math.prod(self.event_shape)
-
-    def describe_support(self) -> str:
-        """The support in words, for error messages."""
-        if self.support == "binary":
-            return "binary values {0, 1}"
-        if self.support == "discrete":
-            return f"integer levels {{0, 1, ..., {self.num_levels - 1}}}"
-        return "finite real values"
 
 
 @dataclasses.dataclass

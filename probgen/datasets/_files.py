@@ -48,7 +48,7 @@ def _load_optdigits(name, root, download):
         train = torch.from_numpy(arrays["train_images"].astype(np.float32))
         test = torch.from_numpy(arrays["test_images"].astype(np.float32))
     train, valid = split_off_validation(train, OPTDIGITS_NUM_VALID, OPTDIGITS_SPLIT_SEED)
-    info = DataInfo("optdigits", (8, 8), "discrete", num_levels=17)
+    info = DataInfo((8, 8), "discrete", 17, name="optdigits")
     return Dataset(train, valid, test, info)
 
 
@@ -98,7 +98,7 @@ def _read_binarized_mnist_npz(path: Path) -> Dataset:
                 f"{path}: split {split!r} has shape {packed.shape} and dtype {packed.dtype}; "
                 "expected uint8 rows of 98 bytes (np.packbits of 784 pixels)"
             )
-    info = DataInfo("binarized_mnist", (28, 28), "binary")
+    info = DataInfo((28, 28), "binary", name="binarized_mnist")
     return Dataset(*(_unpack_bits(splits[k]) for k in ("train", "valid", "test")), info)
 
 
@@ -163,4 +163,4 @@ def _load_torchvision(name, root, download):
     train = train_set.data.float()
     test = test_set.data.float()
     train, valid = split_off_validation(train, 10000, seed=0)
-    return Dataset(train, valid, test, DataInfo(name, (28, 28), "discrete", num_levels=256))
+    return Dataset(train, valid, test, DataInfo((28, 28), "discrete", 256, name=name))

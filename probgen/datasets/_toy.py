@@ -105,4 +105,4 @@ def sample_toy(name: str, n: int, seed: int = 0) -> torch.Tensor:
 @_register(*_GENERATORS)
 def _load_toy(name, root, download):
     splits = {s: sample_toy(name, size, seed=_SPLIT_SEEDS[s]) for s, size in TOY_SIZES.items()}
-    return Dataset(splits["train"], splits["valid"], splits["test"], DataInfo(name, (2,), "real"))
+    return Dataset(splits["train"], splits["valid"], splits["test"], DataInfo((2,), "real", name=name))

@@ -1,5 +1,6 @@
-"""Observation likelihoods and priors."""
+"""The data's description (:class:`DataInfo`), observation likelihoods and priors."""
 
+from .info import DataInfo, Support, integer_levels, validate_data
 from .likelihoods import (
     BernoulliLikelihood,
     CategoricalLikelihood,
@@ -9,12 +10,12 @@ from .likelihoods import (
     NormalLikelihood,
     likelihood,
     likelihood_for,
-    validate_data,
 )
 from .priors import MixturePrior, StandardNormalPrior, VampPrior, check_prior, check_vector_distribution
 
 __all__ = [
     "BernoulliLikelihood",
+    "DataInfo",
     "CategoricalLikelihood",
     "DiscretizedLogistic",
     "DiscretizedLogisticLikelihood",
@@ -22,9 +23,11 @@ __all__ = [
     "MixturePrior",
     "NormalLikelihood",
     "StandardNormalPrior",
+    "Support",
     "VampPrior",
     "check_prior",
     "check_vector_distribution",
+    "integer_levels",
     "likelihood",
     "likelihood_for",
     "validate_data",

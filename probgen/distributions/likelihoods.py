@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from ..datasets import DataInfo
+from .info import DataInfo
 
 __all__ = [
     "Likelihood",
@@ -26,33 +26,7 @@ __all__ = [
     "NormalLikelihood",
     "likelihood",
     "likelihood_for",
-    "validate_data",
 ]
-
-
-def validate_data(x: torch.Tensor, event_shape: tuple[int, ...], what: str = "data") -> None:
-    """Check the type, shape and finiteness of a batch of data points.
-
-    Raises :class:`ValueError` or :class:`TypeError` naming what was expected.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
-    event_shape = tuple(event_shape)
-    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != event_shape:
-        raise ValueError(
-            f"{what} must have shape (num_data, {', '.join(map(str, event_shape))}) "
-            f"for event_shape {event_shape}, got {tuple(x.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"{what} is empty: expected at least one data point")
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        first = int(bad.reshape(len(x), -1).any(-1).nonzero()[0])
-        raise ValueError(
-            f"{what} holds NaN or infinite values ({int(bad.sum())} entries; first in data point {first})"
-        )
 
 
 class Likelihood:
@@ -73,7 +47,8 @@ class Likelihood:
 
     @property
     def info(self) -> DataInfo:
-        return DataInfo("", self.event_shape, self.support, self.num_levels)
+        """The support this likelihood scores."""
+        return DataInfo(self.event_shape, self.support, self.num_levels)
 
     @property
     def num_outputs(self) -> int:
@@ -101,26 +76,11 @@ class Likelihood:
 
     def network_input(self, x: torch.Tensor) -> torch.Tensor:
         """Data scaled for a network's input: discrete levels to ``[0, 1]``."""
-        if self.support == "discrete":
-            return x / (self.num_levels - 1)
-        return x
+        return self.info.to_unit_interval(x)
 
     def validate(self, x: torch.Tensor, what: str = "data") -> None:
         """Check shape, finiteness and support; raise before any work starts."""
-        validate_data(x, self.event_shape, what)
-        info = self.info
-        if self.support == "binary":
-            off = (x != 0) & (x != 1)
-        elif self.support == "discrete":
-            off = (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1)
-        else:
-            return
-        if off.any():
-            bad = x[off][0].item()
-            raise ValueError(
-                f"{type(self).__name__} needs {what} with {info.describe_support()}; "
-                f"found {int(off.sum())} values off that support (e.g. {bad:g})"
-            )
+        self.info.validate(x, what, owner=type(self).__name__)
 
     def __repr__(self) -> str:
         levels = f", num_levels={self.num_levels}" if self.support == "discrete" else ""
@@ -290,6 +250,10 @@ _NAMES = {
 def likelihood(name: str, event_shape, num_levels: int | None = None, **options) -> Likelihood:
     """Build a likelihood by name: ``"bernoulli"``, ``"categorical"``,
     ``"discretized_logistic"`` (both need ``num_levels``) or ``"normal"``."""
+    return _named(name, event_shape, num_levels, **options)
+
+
+def _named(name, event_shape, num_levels, **options):
     try:
         cls = _NAMES[name]
     except KeyError:
@@ -303,11 +267,43 @@ def likelihood(name: str, event_shape, num_levels: int | None = None, **options)
     return cls(event_shape, **options)
 
 
-def likelihood_for(info: DataInfo) -> Likelihood:
-    """The default likelihood for data described by ``info``: Bernoulli for binary data,
-    a discretized logistic for K levels, a Normal with learned scale for real data."""
-    if info.support == "binary":
-        return BernoulliLikelihood(info.event_shape)
-    if info.support == "discrete":
-        return DiscretizedLogisticLikelihood(info.event_shape, info.num_levels)
-    return NormalLikelihood(info.event_shape)
+def likelihood_for(data, likelihood: str | Likelihood | None = None, num_levels: int | None = None) -> Likelihood:
+    """The likelihood of a model of the data described by ``data`` (a
+    :class:`~probgen.DataInfo` or its config dict, or an event shape alone: real data).
+
+    - ``likelihood=None``: what the support needs: Bernoulli for binary data, a discretized
+      logistic over the levels of discrete data, a Normal with learned scale for real data;
+    - a name (see :func:`likelihood`): built on ``info``'s event shape, with ``num_levels``
+      or else ``info``'s levels;
+    - a :class:`Likelihood`: used as it is.
+
+    A named or given likelihood must cover the support of described data: a binary
+    likelihood for 17-level data is refused with an error naming both; a ``"normal"``
+    likelihood on levels is accepted, as the explicit request for a density. With an event
+    shape alone, a named or given likelihood states the support itself.
+    """
+    described = isinstance(data, (DataInfo, dict))
+    info = DataInfo.of(data)
+    if likelihood is None:
+        if num_levels is not None:
+            raise ValueError(f"num_levels={num_levels} goes with a named discrete likelihood, e.g. likelihood='categorical'; "
+                             "without one the likelihood follows the data's description")
+        if info.support == "binary":
+            return BernoulliLikelihood(info.event_shape)
+        if info.support == "discrete":
+            return DiscretizedLogisticLikelihood(info.event_shape, info.num_levels)
+        return NormalLikelihood(info.event_shape)
+    if isinstance(likelihood, str):
+        if num_levels is None and _NAMES.get(likelihood) in (CategoricalLikelihood, DiscretizedLogisticLikelihood):
+            num_levels = info.num_levels
+        likelihood = _named(likelihood, info.event_shape, num_levels)
+    elif not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be None, a name or a probgen Likelihood, got {type(likelihood).__name__}")
+    if likelihood.event_shape != info.event_shape:
+        raise ValueError(f"the likelihood has event_shape {likelihood.event_shape}, the data {info.event_shape}")
+    if described and not likelihood.info.contains(info):
+        raise ValueError(
+            f"{likelihood!r} models {likelihood.info.describe_support()}, but the data are "
+            f"{info.describe_support()}; leave likelihood=None to follow the data's description"
+        )
+    return likelihood

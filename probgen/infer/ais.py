@@ -205,18 +205,22 @@ def bdmc(model, num_data: int = 100, num_chains: int = 16, *, num_steps: int = 5
 
 def select_obs_noise(model, valid: torch.Tensor, candidates=None, *, num_samples: int = 16, num_steps: int = 200,
                      **options) -> tuple[float, dict[float, float]]:
-    """Choose a decoder model's observation noise :math:`\\sigma` by AIS log-likelihood on
-    validation data (Wu et al., 2017), set ``model.obs_noise`` to the best, and return it
-    with every candidate's mean log-likelihood.
+    """Choose a decoder model's observation noise by AIS log-likelihood on validation data
+    (Wu et al., 2017), set ``model.obs_noise`` to the best, and return it with every
+    candidate's mean log-likelihood.
 
-    :param candidates: the values of :math:`\\sigma` to try; by default six from 1% to 50%
-        of the standard deviation of ``valid``, evenly spaced in log scale.
+    :param candidates: the values to try; by default ``model.obs_noise_candidates(valid)``
+        (for a :class:`~probgen.GAN`, six values spanning the scales its support allows), or
+        else six from 1% to 50% of the standard deviation of ``valid``, evenly spaced in log
+        scale.
     :param options: further AIS options (``leapfrog_steps``, ``batch_size``, ...).
     """
     if not hasattr(model, "obs_noise"):
         raise TypeError(f"{type(model).__name__} has no obs_noise to select")
     model.validate(valid, "valid")
-    if candidates is None:
+    if candidates is None and callable(getattr(model, "obs_noise_candidates", None)):
+        candidates = model.obs_noise_candidates(valid)
+    elif candidates is None:
         scale = valid.float().std().item()
         candidates = [scale * f for f in torch.logspace(math.log10(0.01), math.log10(0.5), 6).tolist()]
     candidates = [float(c) for c in candidates]

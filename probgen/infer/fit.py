@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -13,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.base import param_sites_unread
+from .averaging import WeightAverage, check_ema
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
 
@@ -78,6 +80,25 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+# what fit uses for an option that neither the call nor the model's fit_defaults sets
+FIT_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "optimizer_options": None, "lr_schedule": None, "ema": None}
+
+
+def _with_model_defaults(model, optimizer, **given):
+    """The call's values, with the model's ``fit_defaults`` (then :data:`FIT_DEFAULTS`) for
+    those left ``None``. A model's ``optimizer_options`` are Adam's (the default optimizer):
+    they are merged under the call's own options, and dropped for another optimizer."""
+    declared = dict(getattr(model, "fit_defaults", None) or {})
+    unknown = set(declared) - set(FIT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"{type(model).__name__}.fit_defaults sets {sorted(unknown)}; it may set {sorted(FIT_DEFAULTS)}")
+    if optimizer is torch.optim.Adam and declared.get("optimizer_options"):
+        given["optimizer_options"] = {**declared.pop("optimizer_options"), **(given["optimizer_options"] or {})}
+    return tuple(
+        value if value is not None else declared.get(name, FIT_DEFAULTS[name]) for name, value in given.items()
+    )
+
+
 def _cosine_tail(name, epochs):
     """The factor of epoch ``e`` (the scheduler has stepped ``e`` times) for ``"cosine:N"``:
     1 until the last ``N`` of ``epochs``, then a half cosine down to 0; ``None`` if ``name``
@@ -125,12 +146,13 @@ def fit(
     valid: torch.Tensor | None = None,
     *,
     epochs: int = 10,
-    batch_size: int = 128,
-    lr: float | dict[str, float] = 1e-3,
+    batch_size: int | None = None,
+    lr: float | dict[str, float] | None = None,
     objective=None,
     optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
     optimizer_options: dict | None = None,
     lr_schedule=None,
+    ema: float | None = None,
     device="auto",
     seed: int = 0,
     clip_grad: float | None = None,
@@ -147,7 +169,9 @@ def fit(
     :param valid: optional validation data: its loss is recorded every epoch, picks the
         best epoch, drives early stopping (``patience``) and, with ``restore_best``, the
         weights the model ends with.
-    :param lr: one learning rate, or one per parameter group (``{"generator": ...}``).
+    :param batch_size: data points per step (default 128).
+    :param lr: one learning rate, or one per parameter group (``{"generator": ...}``);
+        default ``1e-3``.
     :param objective: ``None`` (the model's default), a name (``"elbo"``, ``"meanfield"``,
         ``"iwae"``, ``"iwae:k"``), a Pyro ELBO, or an :class:`~probgen.infer.Objective`.
     :param lr_schedule: ``None`` (constant rates), ``"cosine"`` (every group's rate falls
@@ -157,6 +181,10 @@ def fit(
         optimizer. Schedulers step once per epoch; their state is checkpointed, so a resumed
         run follows the same rates (for ``"cosine"``, those of the ``epochs`` the run was
         started with).
+    :param ema: keep an exponential moving average of the weights with this decay (e.g.
+        ``0.999``; see :mod:`probgen.infer.averaging`): validation, checkpoints' ``"model"``
+        and the model :func:`fit` returns use the averaged weights. ``None``: the model's
+        default (:class:`probgen.Diffusion` keeps one), else none; ``0``: none.
     :param device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     :param seed: seeds torch and Pyro; the data order of epoch ``e`` depends only on
         ``seed`` and ``e``, which, with the random state saved in checkpoints, makes a
@@ -169,6 +197,11 @@ def fit(
         sets the rates of a run that starts afresh.
     :param progress: show a tqdm progress bar.
 
+    ``batch_size``, ``lr``, ``optimizer_options``, ``lr_schedule`` and ``ema`` left as ``None`` take
+    the model's ``fit_defaults`` where it has them (a GAN's Adam betas, say), else the
+    defaults above: the obvious call trains each family with its measured recipe, and any
+    value given here wins.
+
     Data are validated once, before training; inside the loop Pyro's per-step argument
     checks are switched off (they cost about a quarter of a small step's time), and so are
     the ``param`` statements that only :class:`pyro.infer.SVI` reads (see
@@ -178,6 +211,11 @@ def fit(
     infinite loss raises :class:`NonFiniteLossError` naming the epoch and step before any
     parameter is updated with it; checkpoints already written stay as they were.
     """
+    batch_size, lr, optimizer_options, lr_schedule, ema = _with_model_defaults(
+        model, optimizer, batch_size=batch_size, lr=lr, optimizer_options=optimizer_options, lr_schedule=lr_schedule,
+        ema=ema,
+    )
+    check_ema(ema)
     objective = resolve_objective(model, objective)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -221,6 +259,7 @@ def fit(
     schedulers = {} if lr_schedule is None else {
         name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()
     }
+    average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
 
     history = {"train_loss": [], "valid_loss": [], "seconds": []}
     start_epoch = 1
@@ -228,6 +267,16 @@ def fit(
     if state is not None:
         _check_config(model, state, checkpoint_dir / LAST)
         model.load_state_dict(state["model"])
+        if ("ema" in state) != (average is not None):
+            raise ValueError(
+                f"{checkpoint_dir / LAST} was written {'with' if 'ema' in state else 'without'} a weight average "
+                f"(ema), this call asks for {'one' if average is not None else 'none'}: resume with the same ema"
+            )
+        if average is not None:
+            if state["ema"].get("decay") != average.decay:
+                raise ValueError(f"{checkpoint_dir / LAST} was written with ema={state['ema'].get('decay')}, this call "
+                                 f"asks for ema={average.decay}: resume with the same ema")
+            average.load_state_dict(state["ema"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         saved_schedulers = state.get("schedulers", {})
@@ -275,11 +324,14 @@ def fit(
             total = 0.0
             for step, batch in enumerate(_batches(train, batch_size, generator), 1):
                 total += objective.train_step(model, batch, update) * len(batch)
+                if average is not None:
+                    average.update()
             history["train_loss"].append(total / len(train))
             for sched in schedulers.values():
                 sched.step()
             if valid is not None:
-                history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
+                with average.swapped() if average is not None else contextlib.nullcontext():
+                    history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
             history["seconds"].append(time.perf_counter() - began)
 
             current = history[monitor][-1]
@@ -287,12 +339,12 @@ def fit(
             if improved:
                 best_epoch, best_loss = epoch, current
                 if restore_best and valid is not None:
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = _evaluation_state(model, average)
             if checkpoint_dir is not None:
                 snapshot = {
                     "format": 1,
                     "config": getattr(model, "config", None),
-                    "model": model.state_dict(),
+                    "model": average.averaged_state_dict(model) if average is not None else model.state_dict(),
                     "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                     "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
                     "epoch": epoch,
@@ -300,6 +352,8 @@ def fit(
                     "rng": _rng_state(),
                     "seed": seed,
                 }
+                if average is not None:
+                    snapshot["ema"] = average.state_dict()
                 if improved:
                     save_checkpoint(snapshot, checkpoint_dir / BEST)
                 save_checkpoint(snapshot, checkpoint_dir / LAST)
@@ -314,6 +368,8 @@ def fit(
 
     if restore_best and valid is not None and best_state is not None:
         model.load_state_dict(best_state)
+    elif average is not None:
+        average.copy_to_model()
     return FitResult(history, best_epoch, best_loss, epoch, stopped_early, checkpoint_dir,
                      loss_unit=getattr(objective, "loss_unit", "nats"))
 
@@ -325,6 +381,13 @@ def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: i
     total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(data, batch_size))
     model.train()
     return total / len(data)
+
+
+def _evaluation_state(model, average):
+    """A copy of the weights that are evaluated: the averaged ones when there is an average."""
+    if average is not None:
+        return average.averaged_state_dict(model)
+    return copy.deepcopy(model.state_dict())
 
 
 def _best(values):

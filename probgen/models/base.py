@@ -1,6 +1,7 @@
 """The protocol every probgen model keeps, and the importance weights all families share.
 
-A model is a :class:`pyro.nn.PyroModule` with
+A model is a :class:`pyro.nn.PyroModule` built from the data's description first (a
+:class:`~probgen.DataInfo`; an event shape alone means real-valued data), with
 
 - ``model(x=None)``: the generative program; the data site is ``"x"`` under the plate
   ``"data"`` (dim -1); with ``x=None`` it samples;
@@ -9,10 +10,13 @@ A model is a :class:`pyro.nn.PyroModule` with
 - ``log_weights(x, num_samples)``: a ``(num_samples, num_data)`` tensor of log importance
   weights :math:`\\log p(x, z) - \\log q(z \\mid x)` with :math:`z \\sim q`, from which
   :func:`probgen.log_likelihood` forms the ELBO, the IWAE bound or the exact value;
-- ``validate(x)``: raises a clear error on data the model cannot score;
+- ``validate(x)``: raises a clear error on data the model cannot score (wrong shape, not
+  finite, off the support of ``info``) before any work starts;
+- ``info``: the :class:`~probgen.DataInfo` of the data it scores, saved in its ``config``;
 - class attributes ``family``, ``likelihood_methods`` (the estimators that are valid for
-  it, best first) and ``default_objective`` (the name of the objective :func:`probgen.fit`
-  uses when none is given).
+  it, best first), ``default_objective`` (the name of the objective :func:`probgen.fit`
+  uses when none is given) and ``fit_defaults`` (options of :func:`probgen.fit` that this
+  family needs unless the caller sets them, such as a GAN's Adam betas).
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import am_i_wrapped, effectful
 from torch.distributions import constraints
 
-from ..datasets import DataInfo
-from ..distributions import Likelihood, validate_data
+from ..distributions import DataInfo, Likelihood, integer_levels
 
-__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model"]
+__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model", "upgrade_config"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -54,11 +57,34 @@ def register_family(name: str):
 
 def build_model(config: dict) -> "GenerativeModel":
     """Rebuild a model from the ``config`` dict a checkpoint holds."""
-    config = dict(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"a model config must be a dict, got {type(config).__name__}")
+    config = upgrade_config(config)
     family = config.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
     return FAMILIES[family](**config)
+
+
+def upgrade_config(config: dict) -> dict:
+    """A config written before models took the data's description (``"event_shape"`` and
+    per-family support options instead of ``"data"``), rewritten in today's form; a
+    current config is returned as it is."""
+    config = dict(config)
+    if "data" in config or "event_shape" not in config:
+        return config
+    shape = list(config.pop("event_shape"))
+    family = config.get("family")
+    if family == "flow":
+        support, levels = config.pop("support", "real"), config.pop("num_levels", None)
+        config["data"] = shape if support == "real" else DataInfo(tuple(shape), support, levels).to_config()
+    elif family == "gan":
+        levels = config.pop("num_levels", None)
+        config["data"] = shape if levels is None else DataInfo(
+            tuple(shape), "binary" if levels == 2 else "discrete", levels).to_config()
+    else:  # vae and diffusion: an explicit likelihood name (or real data) described the support
+        config["data"] = shape
+    return config
 
 
 def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> torch.Tensor:
@@ -214,12 +240,23 @@ class GenerativeModel(PyroModule):
     family = "model"
     likelihood_methods: tuple[str, ...] = ("iwae", "elbo")
     default_objective = "elbo"
+    fit_defaults: dict = {}
 
-    def __init__(self, event_shape, likelihood: Likelihood | None = None):
+    def __init__(self, data, likelihood: Likelihood | None = None, *, support_stated: bool = False):
+        """:param data: a :class:`~probgen.DataInfo`, its config dict, or an event shape
+        alone (real-valued data).
+        :param likelihood: the observation likelihood, whose support is the model's.
+        :param support_stated: the caller stated the support otherwise (an explicit
+            likelihood), so an event shape alone is not an assumption."""
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        self.data_info = DataInfo.of(data)
+        self.event_shape = self.data_info.event_shape
         self.likelihood = likelihood
         self.config: dict | None = None
+        # data given as an event shape alone are assumed real; fitting such a model to data
+        # that are all integer levels is refused (validate), since it is most likely a slip
+        self.support_assumed = not isinstance(data, (DataInfo, dict)) and not support_stated
+        self._data_spec = list(self.event_shape) if not isinstance(data, (DataInfo, dict)) else self.data_info.to_config()
 
     @property
     def num_dims(self) -> int:
@@ -227,10 +264,10 @@ class GenerativeModel(PyroModule):
 
     @property
     def info(self) -> DataInfo:
-        """The support this model scores: from its likelihood, real data otherwise."""
+        """The data this model scores: its likelihood's support, else the data's description."""
         if isinstance(self.likelihood, Likelihood):
             return self.likelihood.info
-        return DataInfo("", self.event_shape, "real")
+        return self.data_info
 
     @property
     def device(self) -> torch.device:
@@ -240,15 +277,41 @@ class GenerativeModel(PyroModule):
             return tensor.device
         return torch.device("cpu")
 
+    def _fix(self) -> str:
+        name = type(self).__name__
+        return f"build the model from the data's description, e.g. pg.{name}(data.info, ...)"
+
     def validate(self, x: torch.Tensor, what: str = "data") -> None:
-        """Raise a clear error unless ``x`` is a batch of data this model can score."""
-        if isinstance(self.likelihood, Likelihood):
-            self.likelihood.validate(x, what)
-        else:
-            validate_data(x, self.event_shape, what)
+        """Raise a clear error unless ``x`` is a batch of data this model can score: the
+        right shape, finite, and on the support of :attr:`info`. A model built from an event
+        shape alone (real-valued data) refuses data that are all integer levels: that it
+        should fit a density to them has to be said explicitly."""
+        info, name = self.info, type(self).__name__
+        try:
+            info.validate(x, what, owner=f"this {name}")
+        except ValueError as error:
+            if info.is_discrete and "off that support" in str(error):
+                raise ValueError(f"{error}; {self._fix()}") from None
+            raise
+        if self.support_assumed and info.support == "real":
+            levels = integer_levels(x)
+            if levels is not None:
+                described = "'binary'" if levels == 2 else f"'discrete', {levels}"
+                raise ValueError(
+                    f"this {name} was built from an event shape alone, so it models {info.describe_support()}, "
+                    f"but {what} holds only integer levels 0..{int(x.max().item())}: a density on them is not a "
+                    f"probability of the levels. To model the levels, {self._fix()} (or "
+                    f"pg.DataInfo({info.event_shape}, {described})); to fit a density to them on purpose, "
+                    f"say so with pg.DataInfo({info.event_shape}, 'real')"
+                )
+
+    def data_config(self):
+        """The data's description as saved in ``config``: the event shape alone, or the
+        :class:`~probgen.DataInfo` as a dict."""
+        return self._data_spec
 
     def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         return trace_log_weights(self.model, self.guide, num_samples, x)
 
     def extra_repr(self) -> str:
-        return f"event_shape={self.event_shape}"
+        return f"info={self.info}"

@@ -58,7 +58,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..distributions import Likelihood, NormalLikelihood, likelihood as make_likelihood
+from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
 from .base import DifferentiableELBO, GenerativeModel, announce_parameters, register_family
 from .schedules import LOGSNR_MAX, LOGSNR_MIN, LogSNRSchedule, ScheduleKind, schedule as make_schedule
@@ -189,7 +189,10 @@ def _alpha_sigma(logsnr: torch.Tensor):
 class Diffusion(GenerativeModel):
     r"""A variance-preserving diffusion model, written as a Markovian hierarchical VAE.
 
-    :param event_shape: shape of one data point, e.g. ``(8, 8)`` or ``(2,)``.
+    :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
+        an event shape alone, e.g. ``(2,)``, which means real-valued data. Binary and
+        discrete data get the exact categorical decoder over their levels, real data the
+        Normal decoder (module docstring).
     :param num_steps: ``None`` for continuous time (the VDM bound), or the number of steps
         :math:`T` of the discrete-time model.
     :param schedule: ``"linear"`` (in log-SNR), ``"cosine"``, ``"learned"`` (monotone, end
@@ -205,12 +208,12 @@ class Diffusion(GenerativeModel):
         shape ``(batch, *event_shape)``, ``logsnr`` shape ``(batch,)`` (float32) and the
         prediction ``z``'s shape. Default: an MLP with a noise-level embedding for vectors,
         a small U-Net for ``(H, W)`` or ``(C, H, W)`` images. An analytic denoiser works too.
-    :param likelihood: the data's support, as a :class:`~probgen.distributions.Likelihood`
-        or its name: ``"bernoulli"`` (binary), ``"categorical"`` or
-        ``"discretized_logistic"`` (``num_levels`` levels), ``"normal"`` or ``None`` (real
-        data). Only the support is taken from it: the decoder is always the exact one
-        described in the module docstring.
-    :param num_levels: levels of discrete data, with a likelihood name.
+    :param likelihood: ``None`` (follow ``data``), or a support stated explicitly as a
+        :class:`~probgen.distributions.Likelihood` or its name: ``"bernoulli"`` (binary),
+        ``"categorical"`` or ``"discretized_logistic"`` (``num_levels`` levels), ``"normal"``
+        (real data: a density, also on levels). Only the support is taken from it: the
+        decoder is always the exact one described in the module docstring.
+    :param num_levels: levels of discrete data, with a likelihood name, when ``data`` does not say.
     :param logsnr_min: :math:`\lambda(1)`, the end of the forward process.
     :param logsnr_max: :math:`\lambda(0)`, where the decoder takes over; default
         :func:`default_logsnr_max` of the data's levels (13.3 for real data).
@@ -218,13 +221,19 @@ class Diffusion(GenerativeModel):
     Example::
 
         >>> import probgen as pg
-        >>> diff = pg.Diffusion((8, 8), num_steps=100, likelihood="categorical", num_levels=17)
-        >>> diff.sample(2, steps=10, sampler="ddim").shape
-        torch.Size([2, 8, 8])
+        >>> diff = pg.Diffusion(pg.DataInfo((8, 8), "discrete", 17), num_steps=100)
+        >>> x = diff.sample(2, steps=10, sampler="ddim")
+        >>> x.shape, bool(((x >= 0) & (x <= 16) & (x == x.round())).all())
+        (torch.Size([2, 8, 8]), True)
     """
 
     likelihood_methods = ("elbo",)
     default_objective = DiffusionELBO
+    #: :func:`probgen.fit` keeps a moving average of the weights (decay 0.999) and leaves the
+    #: model with it: the ancestral sampler amplifies the jitter of the last iterate at low
+    #: signal-to-noise ratios, so samples from one epoch's weights are biased by more than
+    #: the bound shows (:mod:`probgen.infer.averaging`, ``benchmarks/defaults.py``).
+    fit_defaults = {"ema": 0.999}
     #: In continuous time a learned schedule with pinned end points does not change the
     #: bound, only the variance of its estimator (Kingma et al., 2021, sec. 5.2). When this is
     #: true (the default), the schedule's parameters are trained to reduce that variance:
@@ -236,7 +245,7 @@ class Diffusion(GenerativeModel):
 
     def __init__(
         self,
-        event_shape,
+        data,
         *,
         num_steps: int | None = None,
         schedule: str | LogSNRSchedule = "linear",
@@ -247,24 +256,14 @@ class Diffusion(GenerativeModel):
         logsnr_min: float = LOGSNR_MIN,
         logsnr_max: float | None = None,
     ):
-        event_shape = tuple(int(s) for s in event_shape)
-        if not event_shape or any(s < 1 for s in event_shape):
-            raise ValueError(f"event_shape must be a non-empty tuple of positive sizes, got {event_shape}")
+        info = DataInfo.of(data)
+        event_shape = info.event_shape
         if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
             raise ValueError(f"num_steps must be None (continuous time) or a positive integer, got {num_steps!r}")
         rebuildable = network is None and not isinstance(schedule, LogSNRSchedule) and not isinstance(likelihood, Likelihood)
         likelihood_name = likelihood
-        if likelihood is None:
-            if num_levels is not None:
-                raise ValueError(f"num_levels={num_levels} needs a discrete likelihood name, e.g. likelihood='categorical'")
-            likelihood = NormalLikelihood(event_shape)
-        elif isinstance(likelihood, str):
-            likelihood = make_likelihood(likelihood, event_shape, num_levels)
-        elif not isinstance(likelihood, Likelihood):
-            raise TypeError(f"likelihood must be None, a name or a probgen Likelihood, got {type(likelihood).__name__}")
-        if likelihood.event_shape != event_shape:
-            raise ValueError(f"likelihood has event_shape {likelihood.event_shape}, the diffusion {event_shape}")
-        super().__init__(event_shape, likelihood)
+        likelihood = likelihood_for(data, likelihood, num_levels)
+        super().__init__(data, likelihood, support_stated=likelihood_name is not None)
 
         if logsnr_max is None:
             logsnr_max = default_logsnr_max(likelihood.num_levels if likelihood.support != "real" else None)
@@ -302,7 +301,7 @@ class Diffusion(GenerativeModel):
         if rebuildable:
             self.config = {
                 "family": "diffusion",
-                "event_shape": list(event_shape),
+                "data": self.data_config(),
                 "num_steps": num_steps,
                 "schedule": ScheduleKind(schedule).value,
                 "parameterization": self.parameterization.value,

@@ -48,8 +48,6 @@ from pyro.nn import pyro_method
 from torch.distributions import constraints
 from torch.distributions.transforms import AffineTransform, ReshapeTransform, SigmoidTransform
 
-from ..datasets import DataInfo
-from ..distributions import validate_data
 from ..flows import FLOW_KINDS, FlowDistribution, build, check_context
 from .base import GenerativeModel, register_family, trace_log_weights
 
@@ -102,7 +100,9 @@ class Quantized(dist.TorchDistribution):
 class Flow(GenerativeModel):
     r"""A normalizing flow density model: :math:`x = T(u)`, :math:`u \sim p_0`.
 
-    :param event_shape: shape of one data point; the flow acts on the flattened vector.
+    :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
+        an event shape alone (real-valued data); the flow acts on the flattened vector.
+        Binary and discrete data are dequantized (module docstring).
     :param transform: a flow kind (``"nsf"``, ``"maf"``, ``"iaf"``, ``"realnvp"``,
         ``"nsf_coupling"``, see :mod:`probgen.flows.builders`) or a (conditional)
         transform on vectors of size ``prod(event_shape)``.
@@ -112,9 +112,6 @@ class Flow(GenerativeModel):
     :param context_dim: a conditional density :math:`p(x \mid c)`: ``model(x, given=c)``,
         ``log_prob(x, given=c)``, ``sample(n, given=c)`` (``given``, not ``context``: Pyro's
         ``pyro_method`` reserves that name).
-    :param support: ``"real"``, ``"binary"`` or ``"discrete"`` (as in
-        :class:`~probgen.datasets.DataInfo`); discrete data are dequantized (module docstring).
-    :param num_levels: levels :math:`K` of discrete data.
     :param dequantization: ``"uniform"`` or ``"variational"`` (a conditional IAF on the cell).
     :param logit_alpha: :math:`\alpha` of the logit map for discrete data.
     :param options: further options of the named kind (``num_bins``, ``tail_bound``, ...).
@@ -123,7 +120,7 @@ class Flow(GenerativeModel):
 
         >>> import probgen as pg
         >>> data = pg.datasets.load("moons")
-        >>> flow = pg.Flow((2,), "nsf", num_layers=2, hidden=16)
+        >>> flow = pg.Flow(data.info, "nsf", num_layers=2, hidden=16)
         >>> est = pg.log_likelihood(flow, data.test[:100], method="exact")
         >>> est.kind, len(est.pointwise)
         ('exact', 100)
@@ -133,22 +130,19 @@ class Flow(GenerativeModel):
 
     def __init__(
         self,
-        event_shape,
+        data,
         transform="nsf",
         num_layers: int = 5,
         hidden: int = 64,
         *,
         base: dist.Distribution | None = None,
         context_dim: int | None = None,
-        support: str = "real",
-        num_levels: int | None = None,
         dequantization: str = "uniform",
         logit_alpha: float = 0.05,
         **options,
     ):
-        super().__init__(event_shape)
-        self.data_info = DataInfo("", self.event_shape, support, num_levels)  # validates support/levels
-        discrete = support != "real"
+        super().__init__(data)
+        discrete = self.data_info.is_discrete
         if dequantization not in ("uniform", "variational"):
             raise ValueError(f"dequantization must be 'uniform' or 'variational', got {dequantization!r}")
         if not 0 <= logit_alpha < 0.5:
@@ -186,36 +180,22 @@ class Flow(GenerativeModel):
         if isinstance(transform, str) and base is None:
             self.config = {
                 "family": "flow",
-                "event_shape": list(self.event_shape),
+                "data": self.data_config(),
                 "transform": transform,
                 "num_layers": num_layers,
                 "hidden": hidden,
                 "context_dim": context_dim,
-                "support": support,
-                "num_levels": num_levels,
                 "dequantization": dequantization,
                 "logit_alpha": logit_alpha,
                 **options,
             }
 
     @property
-    def info(self) -> DataInfo:
-        return self.data_info
-
-    @property
     def discrete(self) -> bool:
-        return self.data_info.support != "real"
+        return self.data_info.is_discrete
 
     def validate(self, x: torch.Tensor, what: str = "data", given: torch.Tensor | None = None) -> None:
-        validate_data(x, self.event_shape, what)
-        info = self.data_info
-        if info.support != "real":
-            off = (x != torch.round(x)) | (x < 0) | (x > info.num_levels - 1)
-            if off.any():
-                raise ValueError(
-                    f"Flow needs {what} with {info.describe_support()}; found {int(off.sum())} values "
-                    f"off that support (e.g. {x[off][0].item():g})"
-                )
+        super().validate(x, what)
         if self.context_dim is not None and given is not None:
             self._context(given, len(x))
 
@@ -255,7 +235,7 @@ class Flow(GenerativeModel):
             if self.dequantization == "uniform":
                 noise, transforms = dist.Uniform(torch.zeros_like(flat), 1.0).to_event(1), []
             else:
-                cell_context = flat / (self.data_info.num_levels - 1)
+                cell_context = self.data_info.to_unit_interval(flat)
                 noise = dist.Normal(torch.zeros_like(flat), 1.0).to_event(1)
                 transforms = [self.dequantizer.condition(cell_context), SigmoidTransform(cache_size=1)]
             # cache_size=1: the guide scores its own sample through the cached noise u, never
@@ -282,5 +262,4 @@ class Flow(GenerativeModel):
         return self.model(num_data=n, given=given)
 
     def extra_repr(self) -> str:
-        levels = f", num_levels={self.data_info.num_levels}" if self.discrete else ""
-        return f"event_shape={self.event_shape}, support={self.data_info.support!r}{levels}"
+        return f"info={self.info}"

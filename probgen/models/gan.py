@@ -4,7 +4,7 @@ r"""The generative adversarial network as an implicit Pyro model.
 
     z_n \sim p(z), \qquad x_n = G_\theta(z_n)
     \quad\text{or, with observation noise,}\quad
-    x_n \mid z_n \sim \mathcal{N}(G_\theta(z_n), \sigma^2 I).
+    x_n \mid z_n \sim p_\sigma(x \mid G_\theta(z_n)).
 
 Without ``obs_noise`` the site ``"x"`` is a point mass at :math:`G(z)`: the model has no
 density and is trained by the adversarial objective
@@ -12,14 +12,23 @@ density and is trained by the adversarial objective
 the model's trace and plays them against ``gan.discriminator``. With ``obs_noise`` the same
 program is a decoder model with a defined likelihood, which annealed importance sampling
 estimates (``pg.log_likelihood(gan, x, method="ais")``); :func:`probgen.infer.select_obs_noise`
-picks :math:`\sigma` on validation data, as Wu et al. (2017) do.
+picks the noise on validation data, as Wu et al. (2017) do for a Gaussian.
 
-For discrete data (``num_levels=K``: the integer levels ``0..K-1``) the generator's output
-is squashed into ``[0, K-1]`` and the discriminator sees ``x / (K-1)``. The Gaussian
-observation model is then a *density* on the levels treated as real numbers, not a
-probability of the discrete values: its log-likelihoods are labelled as densities and
-compare only with other densities on the same space (e.g. a VAE with a ``"normal"``
-likelihood), which is the comparison Wu et al. made.
+The observation model follows the data's support (``data.info``), so that the likelihood
+is always in the data's own space and compares with every other family:
+
+- **real data**: :math:`\mathcal{N}(G(z), \sigma^2 I)`, a density (Wu et al., 2017);
+- **binary data**: :math:`G(z) \in (0, 1)` (a sigmoid output) and each pixel is
+  :math:`\mathrm{Bernoulli}(\epsilon + (1 - 2\epsilon)\,G(z))`: the generator's output read
+  as a probability, with a flip probability :math:`\epsilon` (``obs_noise``) that keeps every
+  image possible;
+- **K levels**: :math:`G(z) \in (0, K-1)` and each dimension is a logistic of scale
+  :math:`s` (``obs_noise``, in levels) centred at :math:`G(z)` and discretized onto the
+  levels (:class:`~probgen.distributions.DiscretizedLogistic`): a probability of the levels.
+
+On binary and discrete data the discriminator sees the levels scaled to :math:`[0, 1]`, and
+the implicit model's samples (``sample``) are :math:`G(z)` rounded to the nearest level, the
+limit of the observation model as its noise vanishes.
 
 References:
     Goodfellow et al. (2014). Generative Adversarial Nets. NeurIPS.
@@ -39,8 +48,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..datasets import DataInfo
-from ..distributions import validate_data
+from ..distributions import DataInfo, DiscretizedLogistic
 from ..infer.adversarial import check_pack, check_weight, packed_event_shape
 from ..nn import MLP, _fold
 from .base import GenerativeModel, register_family
@@ -146,19 +154,23 @@ def _spectral_norm(module):
 class GAN(GenerativeModel):
     """A generator and a discriminator; ``model()`` is the generator's Pyro program.
 
-    :param event_shape: shape of one data point, e.g. ``(2,)`` or ``(8, 8)``.
+    :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
+        an event shape alone, e.g. ``(2,)``, which means real-valued data. It decides the
+        generator's output range and the observation model (module docstring).
     :param latent_dim: dimension of :math:`z`.
     :param generator: a module mapping latents ``(..., latent_dim)`` to data ``(...,) +
-        event_shape`` (default: an MLP for vectors, a DCGAN generator for images).
+        event_shape`` (default: an MLP for vectors, a DCGAN generator for images); on
+        binary and discrete data its output is squashed into the levels' range.
     :param discriminator: a module mapping data ``(n,) + event_shape`` to ``n`` real scores
         (default: an MLP for vectors, a DCGAN discriminator for images).
     :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``: the default objective.
     :param spectral_norm: spectrally normalize the discriminator's linear and conv layers.
-    :param obs_noise: the standard deviation :math:`\\sigma` of Gaussian observation noise,
-        in data units; ``None`` for the implicit model.
+    :param obs_noise: the observation noise, ``None`` for the implicit model: the standard
+        deviation :math:`\\sigma` of the Gaussian (real data, data units), the logistic's
+        scale :math:`s` in levels (discrete data), or the flip probability
+        :math:`\\epsilon < 1/2` (binary data).
     :param prior: ``"normal"`` (default), ``"mixture"``, a Pyro distribution with event shape
         ``(latent_dim,)``, or a module/callable returning one.
-    :param num_levels: for discrete data, the number of integer levels.
     :param network: ``"mlp"`` or ``"dcgan"`` (default: ``"mlp"`` for vectors, ``"dcgan"``
         for images of height and width divisible by 4).
     :param discriminator_steps: discriminator updates per generator update in the default
@@ -171,27 +183,34 @@ class GAN(GenerativeModel):
         ``pack`` points.
     :param r1_weight: :math:`\\gamma` of the R1 penalty
         :math:`\\frac{\\gamma}{2}\\mathbb{E}\\lVert\\nabla_x D(x)\\rVert^2` on the data in the
-        default objective (Mescheder et al. 2018; 0 = none). With 0.1, ``benchmarks/gan.py``
-        covers all 25 grid25 modes on each of its 5 seeds (non-saturating and hinge losses).
+        default objective (Mescheder et al. 2018; 0 = none). The default is part of the
+        measured recipe (``benchmarks/defaults.py``).
     :param gp_weight: :math:`\\lambda` of the WGAN-GP gradient penalty in the default
         objective (``"wgan-gp"`` only; default 10, as Gulrajani et al. use for images; their
         2-D toy experiments use 0.1).
 
     Training: ``pg.fit(gan, data)`` uses :class:`~probgen.infer.Adversarial` with this
-    loss; ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
+    loss, and the optimizer settings of :attr:`fit_defaults` unless the call sets its own;
+    ``lr`` may be ``{"generator": ..., "discriminator": ...}``. Likelihood:
     ``pg.log_likelihood(gan, x, method="ais")`` once ``obs_noise`` is set.
 
     Example::
 
         >>> import probgen as pg
-        >>> gan = pg.GAN((2,), 2)
+        >>> data = pg.datasets.load("ring8")
+        >>> gan = pg.GAN(data.info, 2)
         >>> gan.sample(5).shape
         torch.Size([5, 2])
     """
 
+    likelihood_methods = ("ais",)
+    #: The recipe ``benchmarks/defaults.py`` measures: Adam with :math:`\\beta_1 = 0.5` (Radford
+    #: et al., 2016); with PyTorch's 0.9 the default GAN collapses onto one mode of ring8.
+    fit_defaults = {"optimizer_options": {"betas": (0.5, 0.999)}}
+
     def __init__(
         self,
-        event_shape,
+        data,
         latent_dim: int,
         *,
         generator: nn.Module | None = None,
@@ -200,23 +219,19 @@ class GAN(GenerativeModel):
         spectral_norm: bool = False,
         obs_noise: float | None = None,
         prior="normal",
-        num_levels: int | None = None,
         network: str | None = None,
         discriminator_steps: int | None = None,
         hidden: tuple[int, ...] = (256, 256, 256),
         pack: int = 1,
-        r1_weight: float = 0.0,
+        r1_weight: float = 1.0,
         gp_weight: float = 10.0,
     ):
-        event_shape = tuple(int(s) for s in event_shape)
-        if not event_shape or any(s < 1 for s in event_shape):
-            raise ValueError(f"event_shape must be a non-empty tuple of positive sizes, got {event_shape}")
-        if not isinstance(latent_dim, int) or latent_dim < 1:
+        info = DataInfo.of(data)
+        event_shape = info.event_shape
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
-        if num_levels is not None and (not isinstance(num_levels, int) or num_levels < 2):
-            raise ValueError(f"num_levels must be an integer >= 2 (or None for real data), got {num_levels!r}")
         if network is None:
             network = "dcgan" if len(event_shape) in (2, 3) and all(s % 4 == 0 for s in event_shape[-2:]) else "mlp"
         if network not in ("mlp", "dcgan"):
@@ -226,13 +241,12 @@ class GAN(GenerativeModel):
         check_pack(pack)
         check_weight("r1_weight", r1_weight)
         check_weight("gp_weight", gp_weight)
-        super().__init__(event_shape)
+        super().__init__(data)
         self.latent_dim = latent_dim
         self.pack = pack
         self.r1_weight = float(r1_weight)
         self.gp_weight = float(gp_weight)
         self.loss = loss
-        self.num_levels = num_levels
         self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
         self._obs_noise = None
         rebuildable = generator is None and discriminator is None and isinstance(prior, str)
@@ -243,8 +257,8 @@ class GAN(GenerativeModel):
         if discriminator is None:
             packed = packed_event_shape(event_shape, pack)
             discriminator = MLPDiscriminator(packed, hidden) if network == "mlp" else DCGANDiscriminator(packed)
-            if num_levels is not None:
-                discriminator = _Scaled(discriminator, 1.0 / (num_levels - 1))
+            if info.is_discrete:
+                discriminator = _Scaled(discriminator, 1.0 / (info.num_levels - 1))
         if spectral_norm:
             discriminator = _spectral_norm(discriminator)
         self.generator = generator
@@ -253,8 +267,8 @@ class GAN(GenerativeModel):
         self.config = None
         if rebuildable:
             self.config = {
-                "family": "gan", "event_shape": list(event_shape), "latent_dim": latent_dim, "loss": loss,
-                "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior, "num_levels": num_levels,
+                "family": "gan", "data": self.data_config(), "latent_dim": latent_dim, "loss": loss,
+                "spectral_norm": bool(spectral_norm), "obs_noise": None, "prior": prior,
                 "network": network, "discriminator_steps": self.discriminator_steps, "hidden": list(hidden),
                 "pack": pack, "r1_weight": self.r1_weight, "gp_weight": self.gp_weight,
             }
@@ -264,7 +278,8 @@ class GAN(GenerativeModel):
 
     @property
     def obs_noise(self) -> float | None:
-        """:math:`\\sigma` of the Gaussian observation noise, or ``None`` (implicit model)."""
+        """The observation noise (:math:`\\sigma`, :math:`s` or :math:`\\epsilon` by support),
+        or ``None`` (implicit model)."""
         return self._obs_noise
 
     @obs_noise.setter
@@ -272,14 +287,29 @@ class GAN(GenerativeModel):
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"obs_noise must be a positive finite number or None, got {value!r}")
+            if self.info.support == "binary" and value >= 0.5:
+                raise ValueError(f"on binary data obs_noise is a flip probability, below 0.5; got {value!r}")
             value = float(value)
         self._obs_noise = value
         if self.config is not None:
             self.config["obs_noise"] = value
 
-    # -- the protocol ---------------------------------------------------------------------
+    def obs_noise_candidates(self, valid: torch.Tensor) -> list[float]:
+        """Six values of the observation noise to choose from on validation data, evenly
+        spaced in log scale: 1% to 50% of the data's standard deviation (real data), 0.5%
+        to 25% of the range of the levels (discrete data), flip probabilities 0.001 to 0.3
+        (binary data)."""
+        info = self.info
+        if info.support == "binary":
+            low, high = 1e-3, 0.3
+        elif info.support == "discrete":
+            low, high = 0.005 * (info.num_levels - 1), 0.25 * (info.num_levels - 1)
+        else:
+            scale = valid.float().std().item()
+            low, high = 0.01 * scale, 0.5 * scale
+        return torch.logspace(math.log10(low), math.log10(high), 6, dtype=torch.float64).tolist()
 
-    likelihood_methods = ("ais",)
+    # -- the protocol ---------------------------------------------------------------------
 
     @property
     def default_objective(self):
@@ -288,29 +318,11 @@ class GAN(GenerativeModel):
         # pack, gp_weight and r1_weight: the objective reads them from this model
         return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
 
-    @property
-    def info(self) -> DataInfo:
-        """The data it is trained on: integer levels with ``num_levels``, real values otherwise;
-        real values once ``obs_noise`` makes it a density over the real space."""
-        if self.num_levels is None or self.obs_noise is not None:
-            return DataInfo("", self.event_shape, "real")
-        return DataInfo("", self.event_shape, "binary" if self.num_levels == 2 else "discrete", self.num_levels)
-
-    def validate(self, x: torch.Tensor, what: str = "data") -> None:
-        validate_data(x, self.event_shape, what)
-        if self.num_levels is not None and self.obs_noise is None:
-            off = (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1)
-            if off.any():
-                raise ValueError(
-                    f"this GAN models integer levels {{0, 1, ..., {self.num_levels - 1}}}; {what} holds "
-                    f"{int(off.sum())} values off that support (e.g. {x[off][0].item():g})"
-                )
-
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """:math:`G(z)` in the data's space: squashed into ``[0, K-1]`` for discrete data."""
+        """:math:`G(z)` in the data's space: squashed into ``(0, K-1)`` for binary and discrete data."""
         out = self.generator(z)
-        if self.num_levels is not None:
-            out = torch.sigmoid(out) * (self.num_levels - 1)
+        if self.info.is_discrete:
+            out = torch.sigmoid(out) * (self.info.num_levels - 1)
         return out
 
     def prior_distribution(self) -> dist.TorchDistribution:
@@ -318,18 +330,28 @@ class GAN(GenerativeModel):
         return self.prior()
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """:math:`p(x \\mid z) = \\mathcal{N}(G(z), \\sigma^2 I)`; needs ``obs_noise``."""
+        """:math:`p(x \\mid z)` around :math:`G(z)` on the data's support (module docstring);
+        needs ``obs_noise``."""
         if self.obs_noise is None:
             raise ValueError(
                 "this GAN has no obs_noise, so its likelihood is undefined (x = G(z) is a point mass); "
-                "set gan.obs_noise = sigma, or choose it on validation data with pg.infer.select_obs_noise"
+                "set gan.obs_noise, or choose it on validation data with pg.infer.select_obs_noise"
             )
-        return dist.Normal(self.generate(z), self.obs_noise).to_event(len(self.event_shape))
+        info, centre, event_dims = self.info, self.generate(z), len(self.event_shape)
+        if info.support == "binary":
+            probs = self.obs_noise + (1 - 2 * self.obs_noise) * centre
+            return dist.Bernoulli(probs=probs).to_event(event_dims)
+        if info.support == "discrete":
+            half = (info.num_levels - 1) / 2
+            loc = centre / half - 1
+            log_scale = torch.full_like(loc, math.log(self.obs_noise / half))
+            return DiscretizedLogistic(loc, log_scale, info.num_levels).to_event(event_dims)
+        return dist.Normal(centre, self.obs_noise).to_event(event_dims)
 
     @pyro_method
     def model(self, x: torch.Tensor | None = None, *, num_data: int | None = None):
         """The generator's program: ``z ~ prior``, ``x = G(z)`` (a point mass) or, with
-        ``obs_noise``, ``x ~ Normal(G(z), obs_noise)``, under plate ``"data"``."""
+        ``obs_noise``, ``x ~ p(x | G(z))``, under plate ``"data"``."""
         n = len(x) if x is not None else (num_data or 1)
         prior = self.prior_distribution()
         with pyro.plate("data", n, dim=-1):
@@ -346,16 +368,18 @@ class GAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
-        """``n`` draws of :math:`x`; with ``mean=True`` (or without ``obs_noise``) :math:`G(z)`."""
+        """``n`` draws of :math:`x` on the data's support: from the observation model with
+        ``obs_noise``, else :math:`G(z)` (rounded to the nearest level on binary and discrete
+        data). With ``mean=True``, :math:`G(z)` itself (what sample grids show)."""
         z = self.prior_distribution().sample((n,))
-        x = self.generate(z)
         if self.obs_noise is not None and not mean:
-            x = x + self.obs_noise * torch.randn_like(x)
+            return self.observation(z).sample()
+        x = self.generate(z)
+        if self.info.is_discrete and not mean:
+            x = torch.round(x)
         return x
 
     def extra_repr(self) -> str:
-        levels = f", num_levels={self.num_levels}" if self.num_levels else ""
         packed = f", pack={self.pack}" if self.pack > 1 else ""
-        return (f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, loss={self.loss!r}, "
-                f"obs_noise={self.obs_noise}{levels}{packed}")
-
+        return (f"info={self.info}, latent_dim={self.latent_dim}, loss={self.loss!r}, "
+                f"obs_noise={self.obs_noise}{packed}")

@@ -30,12 +30,13 @@ from pyro.nn import pyro_method
 from torch import nn
 
 from ..distributions import (
+    DataInfo,
     Likelihood,
     MixturePrior,
     StandardNormalPrior,
     VampPrior,
     check_prior,
-    likelihood as make_likelihood,
+    likelihood_for,
 )
 from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
 from ..nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -130,12 +131,17 @@ def _resolve_posterior(posterior, latent_dim: int, features: int):
 class VAE(GenerativeModel):
     """A variational autoencoder: a Pyro model and an amortized Gaussian guide.
 
-    :param event_shape: shape of one data point, e.g. ``(28, 28)``.
+    :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
+        an event shape alone, e.g. ``(28, 28)``, which means real-valued data.
     :param latent_dim: dimension of :math:`z`.
-    :param likelihood: ``"bernoulli"``, ``"categorical"``, ``"discretized_logistic"``,
-        ``"normal"``, a :class:`~probgen.distributions.Likelihood`, or a callable mapping the
-        decoder's output to a distribution over one data point.
-    :param num_levels: levels of discrete data, for the named discrete likelihoods.
+    :param likelihood: ``None`` (default: what the support needs, see
+        :func:`~probgen.distributions.likelihood_for`: Bernoulli for binary data, a discretized
+        logistic over the levels of discrete data, a Normal for real data), or
+        ``"bernoulli"``, ``"categorical"``, ``"discretized_logistic"``, ``"normal"``, a
+        :class:`~probgen.distributions.Likelihood`, or a callable mapping the decoder's output
+        to a distribution over one data point. A named or given likelihood must cover the
+        data's support (``"normal"`` on discrete data says explicitly that a density is wanted).
+    :param num_levels: levels for a named discrete likelihood, when ``data`` does not say.
     :param prior: ``"normal"`` (default), ``"mixture"``, ``"vamp"``, a flow kind (``"nsf"``,
         ``"maf"``, ... a :func:`probgen.flows.prior` with default sizes), a Pyro distribution
         with event shape ``(latent_dim,)``, or a module/callable returning one.
@@ -155,8 +161,11 @@ class VAE(GenerativeModel):
 
     Example::
 
-        >>> import probgen as pg, torch
-        >>> vae = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
+        >>> import probgen as pg
+        >>> data = pg.datasets.load("optdigits")
+        >>> vae = pg.VAE(data.info, 4)
+        >>> vae.likelihood
+        DiscretizedLogisticLikelihood(event_shape=(8, 8), num_levels=17)
         >>> vae.sample(3).shape
         torch.Size([3, 8, 8])
     """
@@ -166,10 +175,10 @@ class VAE(GenerativeModel):
 
     def __init__(
         self,
-        event_shape,
+        data,
         latent_dim: int,
         *,
-        likelihood: str | Likelihood | Callable = "bernoulli",
+        likelihood: str | Likelihood | Callable | None = None,
         num_levels: int | None = None,
         prior="normal",
         posterior="normal",
@@ -179,20 +188,19 @@ class VAE(GenerativeModel):
         hidden: tuple[int, ...] = (256, 256),
         activation: str = "silu",
     ):
-        event_shape = tuple(int(s) for s in event_shape)
+        info = DataInfo.of(data)
+        event_shape = info.event_shape
         # only a model built from names can be rebuilt from a checkpoint's config
         rebuildable = (
-            isinstance(likelihood, str) and isinstance(prior, str) and isinstance(posterior, str)
-            and encoder is None and decoder is None
+            (likelihood is None or isinstance(likelihood, str)) and isinstance(prior, str)
+            and isinstance(posterior, str) and encoder is None and decoder is None
         )
         likelihood_name = likelihood
-        if isinstance(likelihood, str):
-            likelihood = make_likelihood(likelihood, event_shape, num_levels)
+        if likelihood is None or isinstance(likelihood, (str, Likelihood)):
+            likelihood = likelihood_for(data, likelihood, num_levels)
         elif not callable(likelihood):
-            raise TypeError(f"likelihood must be a name, a Likelihood or a callable, got {type(likelihood).__name__}")
-        super().__init__(event_shape, likelihood)
-        if isinstance(likelihood, Likelihood) and likelihood.event_shape != event_shape:
-            raise ValueError(f"likelihood has event_shape {likelihood.event_shape}, the VAE {event_shape}")
+            raise TypeError(f"likelihood must be None, a name, a Likelihood or a callable, got {type(likelihood).__name__}")
+        super().__init__(data, likelihood, support_stated=likelihood_name is not None)
         if network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
         self.latent_dim = int(latent_dim)
@@ -223,7 +231,7 @@ class VAE(GenerativeModel):
         if rebuildable:
             self.config = {
                 "family": "vae",
-                "event_shape": list(event_shape),
+                "data": self.data_config(),
                 "latent_dim": self.latent_dim,
                 "likelihood": likelihood_name,
                 "num_levels": num_levels,
@@ -300,11 +308,14 @@ class VAE(GenerativeModel):
 
 
 class DecoderMean(nn.Module):
-    r"""A VAE decoder's mean in the data space, :math:`z \mapsto \mathbb{E}[x \mid z]`.
+    r"""A VAE decoder's mean as the generator of a decoder model, :math:`z \mapsto \mathbb{E}[x \mid z]`.
 
-    It serves as the generator :math:`G` of a Gaussian decoder model
-    :math:`x \sim \mathcal{N}(G(z), s^2 I)`, e.g. ``pg.GAN(..., generator=DecoderMean(vae),
-    obs_noise=s)``, so a VAE's decoder can be scored by AIS the way Wu et al. (2017) score GANs.
+    Plugged into a :class:`~probgen.GAN` built on the same data's description,
+    ``pg.GAN(data.info, latent_dim, generator=DecoderMean(vae))``, it makes the VAE's decoder
+    a model that AIS scores under the GAN's observation model, the way Wu et al. (2017) score
+    GANs and VAEs on an equal footing. A GAN squashes its generator's output into the levels'
+    range on binary and discrete data, so on such data this returns the logit of the mean's
+    place in that range, which the squashing maps back to the mean.
     """
 
     def __init__(self, vae: VAE):
@@ -314,4 +325,8 @@ class DecoderMean(nn.Module):
         self.vae = vae
 
     def forward(self, z):
-        return self.vae.likelihood.mean(self.vae.decoder(z))
+        info = self.vae.info
+        mean = self.vae.likelihood.mean(self.vae.decoder(z))
+        if not info.is_discrete:
+            return mean
+        return torch.logit(info.to_unit_interval(mean).clamp(1e-6, 1 - 1e-6))

@@ -131,14 +131,6 @@ def test_torchvision_datasets_without_files_explain_download(tmp_path):
         pg.datasets.load("fashion_mnist", root=tmp_path)
 
 
-def test_data_info_validates_itself():
-    with pytest.raises(ValueError, match="support must be one of"):
-        pg.datasets.DataInfo("x", (2,), "ordinal")
-    with pytest.raises(ValueError, match="num_levels >= 2"):
-        pg.datasets.DataInfo("x", (2,), "discrete")
-    assert pg.datasets.DataInfo("x", (28, 28), "binary").num_levels == 2
-
-
 def test_random_subset_is_fixed_and_not_a_prefix():
     x = torch.arange(100.0)[:, None]
     a, b = pg.datasets.random_subset(x, 10), pg.datasets.random_subset(x, 10)

@@ -51,13 +51,13 @@ def test_categorical_log_prob_matches_its_logits():
 
 def test_non_binary_data_is_refused_by_the_bernoulli_likelihood():
     lik = likelihood("bernoulli", (4,))
-    with pytest.raises(ValueError, match=r"needs data with binary values \{0, 1\}; found 1 values .*0\.5"):
+    with pytest.raises(ValueError, match=r"models binary values \{0, 1\}, but data holds 1 values off .*0\.5"):
         lik.validate(torch.tensor([[0.0, 1.0, 0.5, 1.0]]))
 
 
 def test_values_off_the_level_grid_are_refused():
     lik = likelihood("discretized_logistic", (3,), num_levels=17)
-    with pytest.raises(ValueError, match=r"integer levels \{0, 1, \.\.\., 16\}.*found 2 values"):
+    with pytest.raises(ValueError, match=r"integer levels \{0, 1, \.\.\., 16\}.*holds 2 values off"):
         lik.validate(torch.tensor([[0.0, 17.0, 2.5]]))
     lik.validate(torch.tensor([[0.0, 16.0, 3.0]]))
 

@@ -145,7 +145,7 @@ def test_adversarial_bad_input():
         objective.train_step(NoX(), torch.ones(4, 2), lambda group, loss: None)
     gan = pg.GAN((2,), 2, discriminator=nn.Linear(2, 3))
     with pytest.raises(ValueError, match="one score per data point"):
-        pg.fit(gan, torch.ones(4, 2), epochs=1, progress=False)
+        pg.fit(gan, torch.full((4, 2), 0.5), epochs=1, progress=False)
 
 
 def test_pack_groups_consecutive_points():

@@ -370,7 +370,7 @@ def test_bad_arguments_raise_clear_errors():
         pg.Diffusion((2,), network=3)
     with pytest.raises(ValueError, match="needs num_levels"):
         pg.Diffusion((2,), likelihood="categorical")
-    with pytest.raises(ValueError, match="num_levels=17 needs a discrete likelihood name"):
+    with pytest.raises(ValueError, match="num_levels=17 goes with a named discrete likelihood"):
         pg.Diffusion((2,), num_levels=17)
     with pytest.raises(ValueError, match="no default network"):
         pg.Diffusion((2, 2, 2, 2))

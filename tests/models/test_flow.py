@@ -113,13 +113,13 @@ def cell_probabilities(flow, num_levels, nodes=150):
 def test_dequantized_flow_accounts_for_every_jacobian():
     # with logit_alpha=0 the flow lives on (0, K)^D: its cell probabilities sum to one only
     # if the sigmoid's and the scaling's log-determinants are all in the density
-    flow = perturbed(lambda: pg.Flow((2,), "maf", num_layers=2, hidden=8, support="discrete", num_levels=3, logit_alpha=0.0))
+    flow = perturbed(lambda: pg.Flow(pg.DataInfo((2,), "discrete", 3), "maf", num_layers=2, hidden=8, logit_alpha=0.0))
     levels, log_p = cell_probabilities(flow, 3)
     assert abs(log_p.exp().sum().item() - 1) < 2e-3
 
 
 def test_dequantized_bounds_bracket_the_discrete_log_likelihood():
-    flow = perturbed(lambda: pg.Flow((2,), "maf", num_layers=2, hidden=8, support="discrete", num_levels=3))
+    flow = perturbed(lambda: pg.Flow(pg.DataInfo((2,), "discrete", 3), "maf", num_layers=2, hidden=8))
     levels, exact = cell_probabilities(flow, 3)
     elbo = pg.log_likelihood(flow, levels, method="elbo", num_samples=2000)
     iwae = pg.log_likelihood(flow, levels, method="iwae", num_samples=20000)
@@ -132,7 +132,7 @@ def test_dequantized_bounds_bracket_the_discrete_log_likelihood():
 
 
 def test_discrete_flow_offers_bounds_not_exact(digits):
-    flow = pg.Flow((8, 8), "maf", num_layers=1, hidden=16, support="discrete", num_levels=17)
+    flow = pg.Flow(pg.DataInfo((8, 8), "discrete", 17), "maf", num_layers=1, hidden=16)
     assert flow.likelihood_methods == ("iwae", "elbo") and not flow.exact
     assert pg.log_likelihood(flow, digits.test[:4], num_samples=3).method == "iwae"
     with pytest.raises(ValueError, match="not valid for Flow"):
@@ -142,7 +142,7 @@ def test_discrete_flow_offers_bounds_not_exact(digits):
 
 
 def test_discrete_program_quantizes_a_flow_sample(digits):
-    flow = pg.Flow((8, 8), "maf", num_layers=1, hidden=16, support="discrete", num_levels=17)
+    flow = pg.Flow(pg.DataInfo((8, 8), "discrete", 17), "maf", num_layers=1, hidden=16)
     x = digits.test[:6]
     guide = poutine.trace(flow.guide).get_trace(x)
     y = guide.nodes["y"]["value"]
@@ -157,7 +157,7 @@ def test_discrete_program_quantizes_a_flow_sample(digits):
 
 @pytest.mark.parametrize("dequantization", ["uniform", "variational"])
 def test_discrete_flow_trains_and_iwae_beats_elbo(digits, dequantization):
-    flow = pg.Flow((8, 8), "maf", num_layers=2, hidden=32, support="discrete", num_levels=17, dequantization=dequantization)
+    flow = pg.Flow(pg.DataInfo((8, 8), "discrete", 17), "maf", num_layers=2, hidden=32, dequantization=dequantization)
     x = digits.test[:50]
     before = pg.log_likelihood(flow, x, method="elbo", num_samples=5).mean
     pg.fit(flow, digits.train[:1000], epochs=2, batch_size=100, lr=3e-3, progress=False)
@@ -168,7 +168,7 @@ def test_discrete_flow_trains_and_iwae_beats_elbo(digits, dequantization):
 
 
 def test_binary_flow(digits):
-    flow = pg.Flow((4,), "realnvp", num_layers=2, hidden=8, support="binary")
+    flow = pg.Flow(pg.DataInfo((4,), "binary"), "realnvp", num_layers=2, hidden=8)
     x = (torch.rand(20, 4) < 0.3).float()
     est = pg.log_likelihood(flow, x, num_samples=10)
     assert est.is_bound and est.pointwise.shape == (20,) and (est.pointwise < 0).all()
@@ -181,12 +181,13 @@ def test_binary_flow(digits):
 
 @pytest.mark.parametrize("support", ["real", "discrete"])
 def test_save_and_load_rebuilds_the_same_model(tmp_path, support):
-    levels = 5 if support == "discrete" else None
-    flow = perturbed(lambda: pg.Flow((3,), "nsf_coupling", num_layers=2, hidden=8, support=support, num_levels=levels, linear="random"))
+    # "real" on integer data: a density on the levels, asked for explicitly
+    info = pg.DataInfo((3,), support, 5 if support == "discrete" else None)
+    flow = perturbed(lambda: pg.Flow(info, "nsf_coupling", num_layers=2, hidden=8, linear="random"))
     x = torch.randint(0, 5, (10, 3)).float()
     path = pg.save_model(flow, tmp_path / "flow.pt")
     loaded = pg.load_model(path)
-    assert isinstance(loaded, pg.Flow) and loaded.config == flow.config
+    assert isinstance(loaded, pg.Flow) and loaded.config == flow.config and loaded.info == info
     method = "exact" if support == "real" else "elbo"
     a = pg.log_likelihood(flow, x, method=method, num_samples=4)
     b = pg.log_likelihood(loaded, x, method=method, num_samples=4)
@@ -206,7 +207,7 @@ def test_bad_input_gives_clear_errors(digits):
         pg.fit(flow, torch.tensor([[0.0, float("nan")]]), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"data must have shape \(num_data, 2\)"):
         flow.log_prob(torch.randn(4, 3))
-    discrete = pg.Flow((8, 8), "maf", num_layers=1, hidden=8, support="discrete", num_levels=17)
+    discrete = pg.Flow(pg.DataInfo((8, 8), "discrete", 17), "maf", num_layers=1, hidden=8)
     with pytest.raises(ValueError, match=r"integer levels \{0, 1, \.\.\., 16\}"):
         pg.log_likelihood(discrete, digits.test[:3] + 0.5)
 
@@ -228,9 +229,11 @@ def test_bad_construction_gives_clear_errors():
     with pytest.raises(ValueError, match="unknown flow kind 'glow'"):
         pg.Flow((2,), "glow")
     with pytest.raises(ValueError, match="discrete data needs num_levels"):
-        pg.Flow((2,), support="discrete")
+        pg.Flow(pg.DataInfo((2,), "discrete"))
+    with pytest.raises(ValueError, match=r"unknown options \['num_levels', 'support'\]"):
+        pg.Flow((2,), support="discrete", num_levels=3)
     with pytest.raises(ValueError, match="dequantization must be"):
-        pg.Flow((2,), support="discrete", num_levels=3, dequantization="gaussian")
+        pg.Flow(pg.DataInfo((2,), "discrete", 3), dequantization="gaussian")
     with pytest.raises(ValueError, match="vectors of size 3, but dim=2"):
         pg.Flow((2,), pg.flows.build("maf", 3, num_layers=1, hidden=4))
     with pytest.raises(ValueError, match="transform takes context_dim=2, but context_dim=None"):

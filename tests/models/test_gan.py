@@ -25,13 +25,16 @@ def test_the_program_puts_g_of_z_at_site_x():
 
 
 def test_default_networks_and_sample_shapes():
-    images = pg.GAN((8, 8), 4, num_levels=17)
+    images = pg.GAN(pg.DataInfo((8, 8), "discrete", 17), 4)
     assert type(images.generator).__name__ == "DCGANGenerator" and images.config["network"] == "dcgan"
     x = images.sample(6)
-    assert x.shape == (6, 8, 8) and x.min() >= 0 and x.max() <= 16
+    assert x.shape == (6, 8, 8) and x.min() >= 0 and x.max() <= 16 and torch.equal(x, x.round())
+    mean = images.sample(6, mean=True)  # G(z) itself, between the levels
+    assert not torch.equal(mean, mean.round()) and mean.min() > 0 and mean.max() < 16
     assert (images.info.support, images.info.num_levels) == ("discrete", 17)
-    images.obs_noise = 1.0  # a Gaussian density over the levels as real numbers
-    assert images.info.support == "real"
+    images.obs_noise = 1.0  # a logistic of scale 1 level, discretized: still a probability of the levels
+    noisy = images.sample(6)
+    assert images.info.support == "discrete" and torch.equal(noisy, noisy.round()) and 0 <= noisy.min() <= noisy.max() <= 16
     images.obs_noise = None
     assert images.discriminator(x).shape == (6,)
     vectors = pg.GAN((5,), 2, spectral_norm=True)
@@ -83,11 +86,12 @@ def test_checkpoints_and_resume_with_both_optimizers(tmp_path, loss):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    gan = pg.GAN((8, 8), 4, num_levels=17, loss="hinge", obs_noise=0.5)
+    info = pg.DataInfo((8, 8), "discrete", 17, name="optdigits")
+    gan = pg.GAN(info, 4, loss="hinge", obs_noise=0.5)
     gan.obs_noise = 1.5
     pg.save_model(gan, tmp_path / "gan.pt")
     loaded = pg.load_model(tmp_path / "gan.pt").eval()
-    assert loaded.obs_noise == 1.5 and loaded.loss == "hinge" and loaded.num_levels == 17
+    assert loaded.obs_noise == 1.5 and loaded.loss == "hinge" and loaded.info == info
     z = torch.randn(3, 4)
     assert torch.equal(loaded.generate(z), gan.eval().generate(z))
     packed = pg.GAN((8, 8), 4, pack=3)  # the DCGAN discriminator takes packs as channels
@@ -108,13 +112,15 @@ def test_gan_bad_input():
         pg.GAN((2,), 0)
     with pytest.raises(ValueError, match="obs_noise must be a positive finite number"):
         pg.GAN((2,), 2, obs_noise=-1.0)
-    with pytest.raises(ValueError, match="num_levels must be an integer >= 2"):
-        pg.GAN((2,), 2, num_levels=1)
+    with pytest.raises(ValueError, match="discrete data needs num_levels >= 2"):
+        pg.GAN(pg.DataInfo((2,), "discrete", 1), 2)
+    with pytest.raises(ValueError, match="flip probability, below 0.5"):
+        pg.GAN(pg.DataInfo((2,), "binary"), 2, obs_noise=0.5)
     with pytest.raises(ValueError, match="network must be 'mlp' or 'dcgan'"):
         pg.GAN((2,), 2, network="resnet")
     with pytest.raises(ValueError, match="height and width divisible by 4"):
         pg.GAN((6, 6), 2, network="dcgan")
-    gan = pg.GAN((8, 8), 2, num_levels=17)
+    gan = pg.GAN(pg.DataInfo((8, 8), "discrete", 17), 2)
     with pytest.raises(ValueError, match=r"integer levels \{0, 1, ..., 16\}"):
         pg.fit(gan, torch.full((4, 8, 8), 0.5), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"shape \(num_data, 8, 8\)"):

@@ -159,8 +159,8 @@ def test_bad_inputs_are_refused_before_training(digits):
         pg.fit(vae, digits.train[:10] / 16, epochs=1, progress=False)
     with pytest.raises(ValueError, match="empty"):
         pg.fit(vae, digits.train[:0], epochs=1, progress=False)
-    with pytest.raises(ValueError, match="binary values"):
-        pg.log_likelihood(pg.VAE((8, 8), 2), digits.test[:5])
+    with pytest.raises(ValueError, match=r"this VAE models binary values.*pg.VAE\(data.info, ...\)"):
+        pg.log_likelihood(pg.VAE(pg.DataInfo((8, 8), "binary"), 2), digits.test[:5])
 
 
 def test_a_callable_likelihood_needs_a_decoder():
