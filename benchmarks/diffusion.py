@@ -212,7 +212,7 @@ def main():
         print(f"{'schedule':<11}{'nats':>10}{'± se':>7}{'bits/dim':>10}{'sd nats':>10}{'train s':>9}")
         for kind in ("linear", "learned"):
             torch.manual_seed(0)
-            model = pg.Diffusion(data.info.event_shape, schedule=kind, likelihood="categorical", num_levels=17)
+            model = pg.Diffusion(data.info, schedule=kind)
             start = time.perf_counter()
             pg.fit(model, data.train, epochs=args.epochs, batch_size=128, lr=1e-3, device=device, progress=False)
             seconds = time.perf_counter() - start

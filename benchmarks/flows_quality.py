@@ -105,8 +105,8 @@ def fit_toy(name, args):
 def fit_digits(dequantization, args):
     data = pg.datasets.load("optdigits")
     torch.manual_seed(0)
-    flow = pg.Flow(data.info.event_shape, args.digits_kind, num_layers=args.layers, hidden=args.digits_hidden,
-                   support="discrete", num_levels=data.info.num_levels, dequantization=dequantization)
+    flow = pg.Flow(data.info, args.digits_kind, num_layers=args.layers, hidden=args.digits_hidden,
+                   dequantization=dequantization)
     start = time.perf_counter()
     run = pg.fit(flow, data.train, data.valid, epochs=args.digits_epochs, batch_size=128, lr=args.lr, progress=False)
     seconds = time.perf_counter() - start

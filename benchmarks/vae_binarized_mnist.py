@@ -75,7 +75,7 @@ def main():
 
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     torch.manual_seed(args.seed)
-    vae = pg.VAE(data.info.event_shape, args.latent_dim, likelihood="bernoulli",
+    vae = pg.VAE(data.info, args.latent_dim,
                  hidden=(args.hidden, args.hidden), activation=args.activation,
                  prior=flow_part(args.prior, args.latent_dim), posterior=flow_part(args.posterior, args.latent_dim, args.hidden))
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"

@@ -80,7 +80,7 @@ def time_steps(step, batches, device):
 
 def bench_steps(batch_size, device, rounds, steps):
     torch.manual_seed(0)
-    base = pg.VAE((28, 28), 32, likelihood="bernoulli", hidden=(256, 256)).to(device)
+    base = pg.VAE(pg.DataInfo((28, 28), "binary"), 32, hidden=(256, 256)).to(device)
     models = {"probgen": base, "plain": copy.deepcopy(base)}
     steppers = {k: make_step(k, m, torch.optim.Adam(m.parameters(), lr=1e-3)) for k, m in models.items()}
     batches = [(torch.rand(batch_size, 28, 28, device=device) < 0.13).float() for _ in range(steps)]
@@ -97,7 +97,7 @@ def bench_fit(batch_size, device, rounds, steps):
     """Whole epochs: pg.fit (shuffling, history, progress off) vs the plain loop."""
     torch.manual_seed(0)
     data = (torch.rand(batch_size * steps, 28, 28) < 0.13).float()
-    base = pg.VAE((28, 28), 32, likelihood="bernoulli", hidden=(256, 256))
+    base = pg.VAE(pg.DataInfo((28, 28), "binary"), 32, hidden=(256, 256))
     times = {"probgen": [], "plain": []}
     for _ in range(rounds):
         vae = copy.deepcopy(base)

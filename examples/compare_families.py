@@ -60,10 +60,10 @@ train, valid, test = data.train[: args.num_train], data.valid[:500], data.test[:
 # %%
 # One model per family, each trained with :func:`probgen.fit` (the same loop for all).
 models = {
-    "vae": pg.VAE((2,), 2, likelihood="normal", hidden=(64, 64)),
-    "flow": pg.Flow((2,), "nsf", num_layers=4, hidden=32),
-    "diffusion": pg.Diffusion((2,), num_steps=100, likelihood="normal"),
-    "gan": pg.GAN((2,), 2, hidden=(64, 64)),
+    "vae": pg.VAE(data.info, 2, hidden=(64, 64)),
+    "flow": pg.Flow(data.info, "nsf", num_layers=4, hidden=32),
+    "diffusion": pg.Diffusion(data.info, num_steps=100),
+    "gan": pg.GAN(data.info, 2, hidden=(64, 64)),
 }
 for name, model in models.items():
     run = pg.fit(model, train, valid if name != "gan" else None, epochs=args.epochs, batch_size=128, progress=False)

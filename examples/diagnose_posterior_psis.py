@@ -56,7 +56,7 @@ test = data.test[: args.num_test]
 # A VAE trained with the ELBO: its guide is fitted to make the ELBO tight on average, which
 # tends to make it narrower than the true posterior (the KL(q || p) it minimizes punishes
 # mass where p has none, not missing mass).
-vae = pg.VAE(data.info.event_shape, 8, likelihood="discretized_logistic", num_levels=17)
+vae = pg.VAE(data.info, 8)
 print(pg.fit(vae, data.train, data.valid, epochs=args.epochs, progress=False))
 
 # %%

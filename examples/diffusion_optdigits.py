@@ -37,7 +37,7 @@ torch.manual_seed(0)
 # %%
 # Data and model. ``likelihood`` names the data's support: 17 levels.
 data = pg.datasets.load("optdigits")
-diff = pg.Diffusion(data.info.event_shape, likelihood="categorical", num_levels=data.info.num_levels)
+diff = pg.Diffusion(data.info)  # levels: the exact categorical decoder
 print(diff.extra_repr())
 
 # %%

@@ -37,7 +37,7 @@ paths = []
 for name in ENTROPY:
     data = pg.datasets.load(name)
     torch.manual_seed(0)
-    flow = pg.Flow((2,), "nsf", num_layers=5, hidden=64)
+    flow = pg.Flow(data.info, "nsf", num_layers=5, hidden=64)
     pg.fit(flow, data.train, data.valid, epochs=EPOCHS, batch_size=256, lr=1e-3, progress=False)
     est = pg.log_likelihood(flow, data.test, method="exact", batch_size=5000)
     print(f"{name:>16}: test NLL {-est.mean:.3f} ± {est.stderr:.3f} nats ({est.label()}); "

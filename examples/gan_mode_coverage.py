@@ -38,7 +38,7 @@ args, _ = parser.parse_known_args()
 
 data = pg.datasets.load(args.data)
 torch.manual_seed(0)
-gan = pg.GAN((2,), latent_dim=2, loss=args.loss, r1_weight=args.r1_weight)
+gan = pg.GAN(data.info, latent_dim=2, loss=args.loss, r1_weight=args.r1_weight)
 before = pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), args.data)
 print(f"at initialization: {before}")
 

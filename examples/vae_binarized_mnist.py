@@ -34,7 +34,7 @@ except FileNotFoundError as missing:
 train = data.train[:5000] if SMOKE else data.train
 
 torch.manual_seed(0)
-vae = pg.VAE(data.info.event_shape, latent_dim=40, likelihood="bernoulli", hidden=(300, 300))
+vae = pg.VAE(data.info, latent_dim=40, hidden=(300, 300))  # binary data: a Bernoulli likelihood
 run = pg.fit(vae, train, valid=data.valid, epochs=EPOCHS, batch_size=100, lr=5e-4, progress=not SMOKE)
 print(run)
 

@@ -51,7 +51,6 @@ except FileNotFoundError as missing:
     print(missing)
     sys.exit(0)
 train = data.train[: args.train] if args.train else data.train
-likelihood = "bernoulli" if data.info.support == "binary" else "categorical"
 print(data, f"training on {len(train)} points for {args.epochs} epochs")
 
 # a fixed random subset of the test split (binarized MNIST stores it in class order)
@@ -69,8 +68,7 @@ models["NSF prior + IAF posterior"] = dict(
 results = {}
 for name, parts in models.items():
     torch.manual_seed(0)
-    vae = pg.VAE(data.info.event_shape, args.latent_dim, likelihood=likelihood, num_levels=data.info.num_levels,
-                 hidden=(300, 300), **parts)
+    vae = pg.VAE(data.info, args.latent_dim, hidden=(300, 300), **parts)  # the likelihood follows the support
     run = pg.fit(vae, train, valid=data.valid[:2000], epochs=args.epochs, batch_size=100, lr=1e-3, progress=not SMOKE)
     test = data.test[subset]
     elbo = pg.log_likelihood(vae, test, method="elbo", num_samples=1)

@@ -30,7 +30,7 @@ data = pg.datasets.load("optdigits")  # embedded in the package
 print(data)
 
 torch.manual_seed(0)
-vae = pg.VAE(data.info.event_shape, latent_dim=16, likelihood="discretized_logistic", num_levels=17)
+vae = pg.VAE(data.info, latent_dim=16)  # 17 levels: a discretized-logistic likelihood
 run = pg.fit(vae, data.train, valid=data.valid, epochs=EPOCHS, batch_size=128, lr=1e-3, progress=not SMOKE)
 print(run)
 

@@ -129,7 +129,7 @@ def to_inference_data(
     Example::
 
         >>> import probgen as pg
-        >>> vae = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
+        >>> vae = pg.VAE(pg.datasets.load("optdigits").info, 4, likelihood="categorical")
         >>> x = pg.datasets.load("optdigits").test[:5]
         >>> idata = pg.to_inference_data(vae, x, num_samples=50, warn=False)
         >>> dict(idata.posterior["z"].sizes)

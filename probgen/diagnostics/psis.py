@@ -296,7 +296,7 @@ def psis_khat(
     Example::
 
         >>> import probgen as pg
-        >>> vae = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
+        >>> vae = pg.VAE(pg.datasets.load("optdigits").info, 4, likelihood="categorical")
         >>> x = pg.datasets.load("optdigits").test[:5]
         >>> result = pg.psis_khat(vae, x, num_samples=100, warn=False)
         >>> result.khat.shape

@@ -223,8 +223,8 @@ class Adversarial(Objective):
     Example::
 
         >>> import probgen as pg
-        >>> gan = pg.GAN((2,), 2)
         >>> data = pg.datasets.load("ring8")
+        >>> gan = pg.GAN(data.info, 2)
         >>> run = pg.fit(gan, data.train[:512], objective=pg.infer.Adversarial("hinge"),
         ...              epochs=1, lr={"generator": 1e-4, "discriminator": 4e-4}, progress=False)
         >>> len(run.history["train_loss"])

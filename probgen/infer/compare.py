@@ -230,8 +230,8 @@ def compare(
 
         >>> import probgen as pg
         >>> x = pg.datasets.load("optdigits").test[:20]
-        >>> a = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
-        >>> b = pg.VAE((8, 8), 2, likelihood="categorical", num_levels=17)
+        >>> a = pg.VAE(pg.datasets.load("optdigits").info, 4, likelihood="categorical")
+        >>> b = pg.VAE(pg.datasets.load("optdigits").info, 2, likelihood="categorical")
         >>> table = pg.compare({"a": a, "b": b}, x, num_samples=10)
         >>> table["a"].diff <= 0 and table.best in ("a", "b")
         True

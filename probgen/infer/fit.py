@@ -92,8 +92,9 @@ def _with_model_defaults(model, optimizer, **given):
     unknown = set(declared) - set(FIT_DEFAULTS)
     if unknown:
         raise ValueError(f"{type(model).__name__}.fit_defaults sets {sorted(unknown)}; it may set {sorted(FIT_DEFAULTS)}")
-    if optimizer is torch.optim.Adam and declared.get("optimizer_options"):
-        given["optimizer_options"] = {**declared.pop("optimizer_options"), **(given["optimizer_options"] or {})}
+    adam_options = declared.pop("optimizer_options", None)
+    if optimizer is torch.optim.Adam and adam_options:
+        given["optimizer_options"] = {**adam_options, **(given["optimizer_options"] or {})}
     return tuple(
         value if value is not None else declared.get(name, FIT_DEFAULTS[name]) for name, value in given.items()
     )

@@ -154,7 +154,7 @@ def log_likelihood(
     Example::
 
         >>> import probgen as pg, torch
-        >>> vae = pg.VAE((8, 8), 4, likelihood="categorical", num_levels=17)
+        >>> vae = pg.VAE(pg.datasets.load("optdigits").info, 4, likelihood="categorical")
         >>> x = pg.datasets.load("optdigits").test[:10]
         >>> est = pg.log_likelihood(vae, x, method="iwae", num_samples=8)
         >>> est.is_bound, len(est.pointwise)

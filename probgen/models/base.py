@@ -82,6 +82,10 @@ def upgrade_config(config: dict) -> dict:
         levels = config.pop("num_levels", None)
         config["data"] = shape if levels is None else DataInfo(
             tuple(shape), "binary" if levels == 2 else "discrete", levels).to_config()
+        if levels is not None:
+            # its obs_noise was a Gaussian's sigma on the levels; the observation model of
+            # discrete data is now over the levels, with noise of another meaning: choose it anew
+            config["obs_noise"] = None
     else:  # vae and diffusion: an explicit likelihood name (or real data) described the support
         config["data"] = shape
     return config
@@ -264,9 +268,12 @@ class GenerativeModel(PyroModule):
 
     @property
     def info(self) -> DataInfo:
-        """The data this model scores: its likelihood's support, else the data's description."""
+        """The data this model scores: the data's description, unless its likelihood states
+        another support (an explicit ``likelihood=``), then the likelihood's."""
         if isinstance(self.likelihood, Likelihood):
-            return self.likelihood.info
+            own = self.likelihood.info
+            if (own.support, own.num_levels) != (self.data_info.support, self.data_info.num_levels):
+                return own
         return self.data_info
 
     @property
