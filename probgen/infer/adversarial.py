@@ -233,6 +233,9 @@ class Adversarial(Objective):
 
     # the recorded loss is the discriminator's estimate of the divergence, not a likelihood
     loss_unit = "(divergence estimate)"
+    # and it is lowest where the discriminator is weakest, not where the generator is best:
+    # picking the epoch with the lowest estimate picks a poor generator (benchmarks/defaults.py)
+    loss_ranks_epochs = False
 
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float | None = None,
                  discriminator: torch.nn.Module | None = None, pack: int | None = None,

@@ -101,11 +101,15 @@ def _with_model_defaults(model, optimizer, **given):
 
 
 def _cosine_tail(name, epochs):
-    """The factor of epoch ``e`` (the scheduler has stepped ``e`` times) for ``"cosine:N"``:
-    1 until the last ``N`` of ``epochs``, then a half cosine down to 0; ``None`` if ``name``
-    is not of that form."""
+    """The factor of epoch ``e`` (the scheduler has stepped ``e`` times) for ``"cosine:N"``
+    or ``"cosine:P%"``: 1 until the last ``N`` of ``epochs`` (``P`` percent of them, rounded,
+    at least one), then a half cosine down to 0; ``None`` if ``name`` is not of that form."""
     head, _, tail = name.partition(":")
-    if head != "cosine" or not tail.isdigit() or not 1 <= int(tail) <= epochs:
+    if head != "cosine":
+        return None
+    if tail.endswith("%") and tail[:-1].isdigit() and 0 < int(tail[:-1]) <= 100:
+        tail = str(max(1, round(epochs * int(tail[:-1]) / 100)))
+    if not tail.isdigit() or not 1 <= int(tail) <= epochs:
         return None
     tail = int(tail)
     hold = epochs - tail
@@ -120,8 +124,8 @@ def _make_scheduler(lr_schedule, optimizer, epochs):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if isinstance(lr_schedule, str) or not callable(lr_schedule):
         raise ValueError(
-            f"lr_schedule must be None, 'cosine' or a callable optimizer -> scheduler, or 'cosine:N' with N an "
-            f"integer from 1 to epochs ({epochs}); got {lr_schedule!r}"
+            f"lr_schedule must be None, 'constant', 'cosine' or a callable optimizer -> scheduler, or 'cosine:N' with N an "
+            f"integer from 1 to epochs ({epochs}), or 'cosine:P%' with P from 1 to 100; got {lr_schedule!r}"
         )
     scheduler = lr_schedule(optimizer)
     if not hasattr(scheduler, "step") or not hasattr(scheduler, "state_dict"):
@@ -169,15 +173,19 @@ def fit(
     :param train: training data, data points along dim 0.
     :param valid: optional validation data: its loss is recorded every epoch, picks the
         best epoch, drives early stopping (``patience``) and, with ``restore_best``, the
-        weights the model ends with.
+        weights the model ends with. An objective whose loss does not rank epochs
+        (``Objective.loss_ranks_epochs`` false: the adversarial objective) only records it;
+        its best epoch is the last.
     :param batch_size: data points per step (default 128).
     :param lr: one learning rate, or one per parameter group (``{"generator": ...}``);
         default ``1e-3``.
     :param objective: ``None`` (the model's default), a name (``"elbo"``, ``"meanfield"``,
         ``"iwae"``, ``"iwae:k"``), a Pyro ELBO, or an :class:`~probgen.infer.Objective`.
-    :param lr_schedule: ``None`` (constant rates), ``"cosine"`` (every group's rate falls
+    :param lr_schedule: ``None`` (the model's default, else constant rates), ``"constant"``,
+        ``"cosine"`` (every group's rate falls
         along a half cosine to 0 at the last of ``epochs``), ``"cosine:N"`` (constant, then
-        the same fall over the last ``N`` epochs only), or a callable
+        the same fall over the last ``N`` epochs only), ``"cosine:P%"`` (the same over the
+        last ``P`` percent of the epochs), or a callable
         ``f(optimizer) -> torch.optim.lr_scheduler.LRScheduler`` applied to each group's
         optimizer. Schedulers step once per epoch; their state is checkpointed, so a resumed
         run follows the same rates (for ``"cosine"``, those of the ``epochs`` the run was
@@ -218,6 +226,11 @@ def fit(
     )
     check_ema(ema)
     objective = resolve_objective(model, objective)
+    if patience is not None and not objective.loss_ranks_epochs:
+        raise ValueError(
+            f"patience needs a loss that ranks epochs; {type(objective).__name__}'s loss {objective.loss_unit} does "
+            "not (it depends on that epoch's discriminator): train for a fixed number of epochs"
+        )
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -257,7 +270,7 @@ def fit(
     optimizers = {
         name: optimizer(params, lr=rates[name], **(optimizer_options or {})) for name, params in groups.items()
     }
-    schedulers = {} if lr_schedule is None else {
+    schedulers = {} if lr_schedule in (None, "constant") else {
         name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()
     }
     average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
@@ -295,7 +308,10 @@ def fit(
             best_state = load_checkpoint(checkpoint_dir / BEST)["model"]
 
     monitor = "valid_loss" if valid is not None else "train_loss"
-    best_epoch, best_loss = _best(history[monitor])
+    # an objective whose loss does not rank epochs (a GAN's divergence estimate depends on
+    # the discriminator of that epoch) has no best epoch but the last
+    ranks = objective.loss_ranks_epochs
+    best_epoch, best_loss = _best(history[monitor]) if ranks else (len(history[monitor]), math.inf)
     stopped_early = False
     epoch = start_epoch - 1
     step = 0
@@ -336,7 +352,7 @@ def fit(
             history["seconds"].append(time.perf_counter() - began)
 
             current = history[monitor][-1]
-            improved = current < best_loss
+            improved = current < best_loss or not ranks
             if improved:
                 best_epoch, best_loss = epoch, current
                 if restore_best and valid is not None:

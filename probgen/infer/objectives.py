@@ -30,6 +30,9 @@ class Objective:
 
     #: what the recorded losses measure, for printing
     loss_unit = "nats"
+    #: whether a lower loss means a better model across epochs, so that the loop may pick the
+    #: best epoch, restore its weights and stop early on it
+    loss_ranks_epochs = True
 
     def begin_epoch(self, epoch: int) -> None:
         """Called by the loop before each training epoch (1-based, also after a resume), for

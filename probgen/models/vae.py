@@ -314,8 +314,8 @@ class DecoderMean(nn.Module):
     ``pg.GAN(data.info, latent_dim, generator=DecoderMean(vae))``, it makes the VAE's decoder
     a model that AIS scores under the GAN's observation model, the way Wu et al. (2017) score
     GANs and VAEs on an equal footing. A GAN squashes its generator's output into the levels'
-    range on binary and discrete data, so on such data this returns the logit of the mean's
-    place in that range, which the squashing maps back to the mean.
+    range on binary and discrete data, :math:`G = \frac{K-1}{2}(\tanh g + 1)`, so on such data
+    this returns the :math:`g` that the squashing maps back to the mean.
     """
 
     def __init__(self, vae: VAE):
@@ -329,4 +329,4 @@ class DecoderMean(nn.Module):
         mean = self.vae.likelihood.mean(self.vae.decoder(z))
         if not info.is_discrete:
             return mean
-        return torch.logit(info.to_unit_interval(mean).clamp(1e-6, 1 - 1e-6))
+        return torch.atanh(info.to_signed_interval(mean).clamp(-1 + 1e-6, 1 - 1e-6))

@@ -285,3 +285,19 @@ def test_penalty_weights_default_to_the_model_and_are_checked(tmp_path):
         pg.infer.Adversarial("wgan-gp", gp_weight=-1)
     with pytest.raises(ValueError, match="gp_weight must be a non-negative finite number"):
         pg.GAN((2,), 2, loss="wgan-gp", gp_weight=float("inf"))
+
+
+def test_the_divergence_estimate_picks_no_best_epoch(tmp_path):
+    """A GAN's validation loss is lowest where its discriminator is weakest: the loop records
+    it but neither restores an earlier epoch nor stops early on it."""
+    data = pg.datasets.load("ring8")
+    torch.manual_seed(0)
+    gan = pg.GAN(data.info, 2, hidden=(16,))
+    run = pg.fit(gan, data.train[:512], data.valid[:128], epochs=3, batch_size=128, progress=False,
+                 checkpoint_dir=tmp_path)
+    assert len(run.history["valid_loss"]) == 3 and run.best_epoch == 3
+    last = pg.infer.load_checkpoint(tmp_path / "last.pt")["model"]
+    for name, value in gan.state_dict().items():  # the model keeps the last epoch's weights
+        assert torch.equal(value, last[name]), name
+    with pytest.raises(ValueError, match="patience needs a loss that ranks epochs"):
+        pg.fit(gan, data.train[:512], data.valid[:128], epochs=3, patience=1, progress=False)

@@ -83,8 +83,8 @@ def test_model_fit_defaults_apply_unless_the_call_sets_its_own(tmp_path):
     assert gan.fit_defaults["optimizer_options"]["betas"] == (0.5, 0.999)
 
     def settings(folder, **options):
-        pg.fit(gan, data.train[:128], epochs=1, batch_size=128, progress=False, checkpoint_dir=tmp_path / folder,
-               **options)
+        options.setdefault("epochs", 1)
+        pg.fit(gan, data.train[:128], batch_size=128, progress=False, checkpoint_dir=tmp_path / folder, **options)
         groups = pg.infer.load_checkpoint(tmp_path / folder / "last.pt")["optimizers"]["generator"]["param_groups"]
         return groups[0]
 
@@ -93,6 +93,9 @@ def test_model_fit_defaults_apply_unless_the_call_sets_its_own(tmp_path):
     assert tuple(merged["betas"]) == (0.5, 0.999) and merged["weight_decay"] == 1e-5
     assert tuple(settings("c", optimizer_options={"betas": (0.9, 0.99)})["betas"]) == (0.9, 0.99)
     assert "betas" not in settings("d", optimizer=torch.optim.SGD)  # Adam's options stay with Adam
+    # the GAN's schedule holds the rate, then takes it down to 0 over the last quarter of the epochs
+    assert settings("e", epochs=4)["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert settings("f", epochs=4, lr_schedule="constant")["lr"] == 1e-3
     assert pg.Diffusion((2,), num_steps=10).fit_defaults == {"ema": 0.999}
 
     class Odd(pg.Flow):

@@ -182,7 +182,7 @@ def test_resuming_with_another_lr_schedule_is_refused(digits, tmp_path):
     with pytest.raises(ValueError, match="resume with the same lr_schedule"):
         pg.fit(small_vae(), digits.train[:200], epochs=2, lr_schedule="cosine", checkpoint_dir=tmp_path, resume=True,
                progress=False)
-    with pytest.raises(ValueError, match="lr_schedule must be None, 'cosine' or a callable"):
+    with pytest.raises(ValueError, match="lr_schedule must be None, 'constant', 'cosine' or a callable"):
         pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule="linear", progress=False)
     with pytest.raises(TypeError, match="not a torch.optim.lr_scheduler"):
         pg.fit(small_vae(), digits.train[:200], epochs=1, lr_schedule=lambda opt: 0.5, progress=False)
@@ -205,7 +205,12 @@ def test_cosine_over_the_last_epochs_holds_then_decays(digits, tmp_path):
     pg.fit(small_vae(), digits.train[:300], epochs=4, batch_size=300, lr=1e-2, lr_schedule="cosine:4",
            optimizer=Recording, progress=False)
     assert seen == pytest.approx([1e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
-    for bad in ("cosine:0", "cosine:6", "cosine:x", "cosine:", "linear:2"):
+    # "cosine:P%": the last P percent of the epochs, rounded: 40% of 5 is "cosine:2"
+    seen.clear()
+    pg.fit(small_vae(), digits.train[:300], epochs=5, batch_size=300, lr=1e-2, lr_schedule="cosine:40%",
+           optimizer=Recording, progress=False)
+    assert seen == pytest.approx([1e-2, 1e-2, 1e-2, 1e-2, 1e-2 * (1 + math.cos(math.pi / 2)) / 2])
+    for bad in ("cosine:0", "cosine:6", "cosine:x", "cosine:", "linear:2", "cosine:0%", "cosine:101%", "cosine:%"):
         with pytest.raises(ValueError, match=r"'cosine:N' with N an integer from 1 to epochs \(5\)"):
             pg.fit(small_vae(), digits.train[:300], epochs=5, lr_schedule=bad, checkpoint_dir=tmp_path / "run",
                    progress=False)

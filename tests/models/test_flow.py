@@ -230,7 +230,7 @@ def test_bad_construction_gives_clear_errors():
         pg.Flow((2,), "glow")
     with pytest.raises(ValueError, match="discrete data needs num_levels"):
         pg.Flow(pg.DataInfo((2,), "discrete"))
-    with pytest.raises(ValueError, match=r"unknown options \['num_levels', 'support'\]"):
+    with pytest.raises(TypeError, match=r"unknown options \['num_levels', 'support'\]"):
         pg.Flow((2,), support="discrete", num_levels=3)
     with pytest.raises(ValueError, match="dequantization must be"):
         pg.Flow(pg.DataInfo((2,), "discrete", 3), dequantization="gaussian")
