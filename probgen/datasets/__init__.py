@@ -1,4 +1,6 @@
-"""Datasets: :func:`load` by name, the :class:`DataInfo` every model reads, 2-D toys."""
+"""Datasets: :func:`load` by name (each with its ``info``, a :class:`probgen.DataInfo`), 2-D toys.
+
+``probgen.datasets.DataInfo`` stays importable; the class lives in :mod:`probgen.distributions`."""
 
 from ._core import DataInfo, Dataset, available, load, random_subset, split_off_validation
 from ._files import BINARIZED_MNIST_URL, data_root, download_binarized_mnist, parse_amat
@@ -6,7 +8,6 @@ from ._toy import TOY_SIZES, mode_centers, sample_toy
 
 __all__ = [
     "BINARIZED_MNIST_URL",
-    "DataInfo",
     "Dataset",
     "TOY_SIZES",
     "available",

@@ -11,7 +11,7 @@ import torch
 
 from ..distributions.info import DataInfo
 
-__all__ = ["DataInfo", "Dataset", "load", "available", "random_subset"]
+__all__ = ["Dataset", "load", "available", "random_subset"]
 
 
 @dataclasses.dataclass
