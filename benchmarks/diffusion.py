@@ -64,7 +64,7 @@ def plain_vdm_loss(network, x, num_levels, logsnr_min, logsnr_max):
 
 def bench_train_step(event_shape, num_levels, batch_size, rounds, steps):
     torch.manual_seed(0)
-    diff = pg.Diffusion(event_shape, likelihood="categorical", num_levels=num_levels)
+    diff = pg.Diffusion(pg.DataInfo(event_shape, "discrete", num_levels))
     network = copy.deepcopy(diff.network)
     lmin, lmax = diff.schedule.logsnr_min, diff.schedule.logsnr_max
     objective = resolve_objective(diff)

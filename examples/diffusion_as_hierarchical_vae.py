@@ -42,7 +42,7 @@ smoke = os.environ.get("PROBGEN_EXAMPLES_SMOKE") == "1"
 # A small discrete-time model on 16 optdigits images (17 grey levels), as 64-vectors.
 data = pg.datasets.load("optdigits")
 x = data.train[:16].reshape(16, 64)
-diff = pg.Diffusion((64,), num_steps=8, likelihood="categorical", num_levels=17)
+diff = pg.Diffusion(pg.DataInfo((64,), "discrete", 17), num_steps=8)
 
 # %%
 # The Pyro program: the model's sample sites are the chain, then the observed data.

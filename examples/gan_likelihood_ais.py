@@ -71,7 +71,7 @@ vae_decoder = pg.GAN(data.info, LATENT, generator=pg.models.DecoderMean(vae))
 
 # %%
 # The same observation model for both networks: its scale chosen by AIS on validation data
-# (``select_obs_noise`` tries six scales from 0.08 to 4 levels), then AIS on the test digits
+# (``select_obs_noise`` tries six scales from 0.08 to 8 levels), then AIS on the test digits
 # and the BDMC gap on simulated digits.
 for name, model in [("GAN", gan), ("VAE decoder", vae_decoder)]:
     scale, scores = pg.infer.select_obs_noise(model.eval(), valid, num_samples=max(4, args.chains // 2), **AIS)

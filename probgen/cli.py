@@ -29,7 +29,7 @@ from .infer.checkpoint import load_checkpoint, save_checkpoint
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
 
-__all__ = ["main", "FAMILY_BUILDERS"]
+__all__ = ["main", "FAMILY_BUILDERS", "COMPARE_BUDGETS", "budget_epochs"]
 
 
 def _build_vae(info, args):
@@ -177,17 +177,26 @@ def cmd_sample(args):
     print(f"wrote {path}")
 
 
-# --budget of `probgen compare`: epochs; training, validation and test points (None: all);
+# --budget of `probgen compare`: epochs, and the epochs of families that need more (a GAN's
+# adversarial game needs about 1,000 steps before its optdigits samples are digits of every
+# class: benchmarks/defaults.py); training, validation and test points (None: all);
 # importance samples per test point; AIS settings for decoder models (a GAN); the points and
 # samples of each family's InferenceData
 COMPARE_BUDGETS = {
-    "smoke": {"epochs": 1, "num_train": 256, "num_valid": 64, "num_test": 32, "num_samples": 25,
+    "smoke": {"epochs": 1, "family_epochs": {}, "num_train": 256, "num_valid": 64, "num_test": 32, "num_samples": 25,
               "ais": {"num_samples": 8, "num_steps": 10, "leapfrog_steps": 2}, "idata_points": 16, "idata_samples": 25},
-    "quick": {"epochs": 10, "num_train": None, "num_valid": 300, "num_test": 200, "num_samples": 100,
-              "ais": {"num_samples": 16, "num_steps": 50, "leapfrog_steps": 5}, "idata_points": 12, "idata_samples": 25},
-    "full": {"epochs": 100, "num_train": None, "num_valid": None, "num_test": None, "num_samples": 1000,
-             "ais": {"num_samples": 100, "num_steps": 500, "leapfrog_steps": 10}, "idata_points": 500, "idata_samples": 200},
+    "quick": {"epochs": 10, "family_epochs": {"gan": 40}, "num_train": None, "num_valid": 300, "num_test": 200,
+              "num_samples": 100, "ais": {"num_samples": 16, "num_steps": 50, "leapfrog_steps": 5}, "idata_points": 12,
+              "idata_samples": 25},
+    "full": {"epochs": 100, "family_epochs": {"gan": 400}, "num_train": None, "num_valid": None, "num_test": None,
+             "num_samples": 1000, "ais": {"num_samples": 100, "num_steps": 500, "leapfrog_steps": 10},
+             "idata_points": 500, "idata_samples": 200},
 }
+
+
+def budget_epochs(budget: dict, family: str) -> int:
+    """The epochs a compare budget gives a family."""
+    return budget["family_epochs"].get(family, budget["epochs"])
 
 
 def _fail(failures, family, stage, error):
@@ -203,7 +212,7 @@ def _train_family(family, data, budget, args, out):
     model = FAMILY_BUILDERS[family](data.info, args)
     train = data.train[: budget["num_train"]] if budget["num_train"] else data.train
     valid = data.valid[: budget["num_valid"]] if budget["num_valid"] else data.valid
-    result = pg.fit(model, train, valid, epochs=args.epochs or budget["epochs"], batch_size=args.batch_size,
+    result = pg.fit(model, train, valid, epochs=args.epochs or budget_epochs(budget, family), batch_size=args.batch_size,
                     lr=args.lr, device=args.device, seed=args.seed, progress=not args.no_progress)
     print(f"{family}: {result}")
     if "ais" in model.likelihood_methods and getattr(model, "obs_noise", 0.0) is None:
@@ -302,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--root", default=None)
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
     evaluate.add_argument("--num-test", type=int, default=None)
-    evaluate.add_argument("--obs-noise", default=None, help="GAN: observation noise sigma for AIS, or 'auto' (chosen on validation data)")
+    evaluate.add_argument("--obs-noise", default=None, help="GAN: observation noise for AIS (real data: the Gaussian's sigma; levels: the "
+                          "discretized logistic's scale in levels; binary data: the flip probability), or 'auto' "
+                          "(chosen on validation data)")
     evaluate.add_argument("--ais-steps", type=int, default=500, help="AIS: annealing steps")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -321,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--budget", default="quick", choices=sorted(COMPARE_BUDGETS),
                          help="smoke: seconds; quick: a few minutes on 2 CPU cores; full: longer, all test points")
     compare.add_argument("--families", default=None, help=f"comma-separated subset of {','.join(sorted(FAMILY_BUILDERS))}")
-    compare.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    compare.add_argument("--epochs", type=int, default=None, help="override the budget's epochs (for every family)")
     compare.add_argument("--batch-size", type=int, default=None, help="default: each model's, else 128")
     compare.add_argument("--lr", type=float, default=None, help="default: each model's, else 1e-3")
     compare.add_argument("--seed", type=int, default=0)

@@ -175,7 +175,7 @@ def fit(
         best epoch, drives early stopping (``patience``) and, with ``restore_best``, the
         weights the model ends with. An objective whose loss does not rank epochs
         (``Objective.loss_ranks_epochs`` false: the adversarial objective) only records it;
-        its best epoch is the last.
+        its best epoch is the last, and no ``best.pt`` is written.
     :param batch_size: data points per step (default 128).
     :param lr: one learning rate, or one per parameter group (``{"generator": ...}``);
         default ``1e-3``.
@@ -352,11 +352,13 @@ def fit(
             history["seconds"].append(time.perf_counter() - began)
 
             current = history[monitor][-1]
-            improved = current < best_loss or not ranks
+            improved = ranks and current < best_loss
             if improved:
                 best_epoch, best_loss = epoch, current
                 if restore_best and valid is not None:
                     best_state = _evaluation_state(model, average)
+            elif not ranks:
+                best_epoch, best_loss = epoch, current
             if checkpoint_dir is not None:
                 snapshot = {
                     "format": 1,

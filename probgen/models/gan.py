@@ -303,13 +303,13 @@ class GAN(GenerativeModel):
     def obs_noise_candidates(self, valid: torch.Tensor) -> list[float]:
         """Six values of the observation noise to choose from on validation data, evenly
         spaced in log scale: 1% to 50% of the data's standard deviation (real data), 0.5%
-        to 25% of the range of the levels (discrete data), flip probabilities 0.001 to 0.3
+        to 50% of the range of the levels (discrete data), flip probabilities 0.001 to 0.3
         (binary data)."""
         info = self.info
         if info.support == "binary":
             low, high = 1e-3, 0.3
         elif info.support == "discrete":
-            low, high = 0.005 * (info.num_levels - 1), 0.25 * (info.num_levels - 1)
+            low, high = 0.005 * (info.num_levels - 1), 0.5 * (info.num_levels - 1)
         else:
             scale = valid.float().std().item()
             low, high = 0.01 * scale, 0.5 * scale
