@@ -39,6 +39,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
+from ..checks import positive_int
 from ..infer.likelihood import LikelihoodEstimate, log_likelihood as estimate_log_likelihood
 from .psis import importance_log_weights, psis_result
 
@@ -137,10 +138,8 @@ def to_inference_data(
     """
     if not isinstance(num_samples, int) or num_samples < 25:
         raise ValueError(f"num_samples must be an integer of at least 25 (the Pareto fit needs them), got {num_samples!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(max_sites, int) or max_sites < 1:
-        raise ValueError(f"max_sites must be a positive integer, got {max_sites!r}")
+    positive_int(batch_size, "batch_size")
+    positive_int(max_sites, "max_sites")
     if log_likelihood is not None and len(log_likelihood.pointwise) != len(x):
         raise ValueError(f"log_likelihood holds {len(log_likelihood.pointwise)} data points, x holds {len(x)}")
     model.validate(x)

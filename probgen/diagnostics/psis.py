@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import positive_int
 from ..infer.likelihood import LikelihoodEstimate
 
 __all__ = ["PSISResult", "ParetoKWarning", "importance_log_weights", "pareto_smooth", "psis_khat"]
@@ -161,10 +162,8 @@ def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_si
     Runs ``model.log_weights`` in evaluation mode without gradients, ``batch_size`` data
     points at a time.
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(num_samples, "num_samples")
+    positive_int(batch_size, "batch_size")
     model.validate(x)
     if seed is not None:
         torch.manual_seed(seed)

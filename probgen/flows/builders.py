@@ -55,6 +55,7 @@ import torch
 from nflows import transforms as nt
 from nflows.nn.nets import ResidualNet
 
+from ..checks import positive_int
 from .bridge import ConditionalNflowsTransform, NflowsTransform
 
 __all__ = [
@@ -155,12 +156,6 @@ _MIXING = {
 }
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def nflows_stack(kind: str, dim: int, num_layers: int, hidden: int, context_dim: int | None = None, **options):
     """The nflows :class:`~nflows.transforms.CompositeTransform` (data to noise) that the
     builders wrap; ``options`` as in the module docstring."""
@@ -170,17 +165,17 @@ def nflows_stack(kind: str, dim: int, num_layers: int, hidden: int, context_dim:
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"flow kind {kind!r} got unknown options {sorted(unknown)}; it accepts {sorted(allowed)}")
-    _positive_int(dim, "dim")
-    _positive_int(num_layers, "num_layers")
-    _positive_int(hidden, "hidden")
+    positive_int(dim, "dim")
+    positive_int(num_layers, "num_layers")
+    positive_int(hidden, "hidden")
     if context_dim is not None:
-        _positive_int(context_dim, "context_dim")
+        positive_int(context_dim, "context_dim")
     if splits and dim < 2:
         raise ValueError(f"coupling flow {kind!r} splits the vector in two: it needs dim >= 2, got {dim}")
     mixing = options.pop("linear", default_mixing)
     if mixing not in _MIXING:
         raise ValueError(f"linear must be one of {list(_MIXING)}, got {mixing!r}")
-    num_blocks = _positive_int(options.pop("num_blocks", 2), "num_blocks")
+    num_blocks = positive_int(options.pop("num_blocks", 2), "num_blocks")
     inverse = bool(options.pop("inverse", kind == "iaf"))
 
     layers = []

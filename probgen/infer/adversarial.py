@@ -58,10 +58,12 @@ import torch
 import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 
+from ..checks import non_negative_number, positive_int
+from ..nn import pack, packed_event_shape
 from .objectives import OBJECTIVES, Objective
 
 __all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty",
-           "divergence_estimate", "pack", "packed_event_shape"]
+           "divergence_estimate"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
 
@@ -140,43 +142,6 @@ def r1_penalty(discriminator, real: torch.Tensor, weight: float, scores: torch.T
     return 0.5 * weight * grad.reshape(len(real), -1).pow(2).sum(1).mean()
 
 
-def check_weight(name: str, value) -> None:
-    """Raise a clear error, naming ``name``, unless ``value`` is a non-negative finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
-
-
-def check_pack(pack) -> None:
-    """Raise a clear error unless ``pack`` is a positive integer."""
-    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-        raise ValueError(f"pack must be a positive integer, got {pack!r}")
-
-
-def packed_event_shape(event_shape, m: int) -> tuple[int, ...]:
-    """The shape of one packed group of ``m`` points of shape ``event_shape``: what a
-    discriminator for ``pack=m`` takes. Vectors ``(D,)`` become ``(m D,)``; single-channel
-    images ``(H, W)`` become ``m`` channels ``(m, H, W)``; images ``(C, H, W)`` stack
-    their channels, ``(m C, H, W)``."""
-    event_shape = tuple(event_shape)
-    if m == 1:
-        return event_shape
-    if len(event_shape) == 2:
-        return (m, *event_shape)
-    return (m * event_shape[0], *event_shape[1:])
-
-
-def pack(x: torch.Tensor, m: int) -> torch.Tensor:
-    """Groups consecutive points of ``x`` (shape ``(n,) + event_shape``, ``n`` a multiple of
-    ``m``) into ``n / m`` packed points of shape :func:`packed_event_shape`. Consecutive
-    points of a shuffled batch, or of independent draws, are independent, as PacGAN needs."""
-    n = len(x)
-    if n % m:
-        raise ValueError(f"cannot pack {n} points into groups of {m}: {n} is not a multiple of {m}")
-    if m == 1:
-        return x
-    return x.reshape(n // m, *packed_event_shape(x.shape[1:], m))
-
-
 def _scores(discriminator, x):
     scores = discriminator(x)
     if scores.dim() == 2 and scores.shape[-1] == 1:
@@ -212,7 +177,7 @@ class Adversarial(Objective):
         else 0.
     :param pack: how many points the discriminator scores together (PacGAN; 1 = none). By
         default ``model.pack`` if the model has one (:class:`~probgen.GAN` does), else 1.
-        The discriminator must take inputs of :func:`packed_event_shape`; the gradient
+        The discriminator must take inputs of :func:`probgen.nn.packed_event_shape`; the gradient
         penalties (WGAN-GP, R1) then apply per packed group. Every batch must hold a
         multiple of ``pack`` points: :func:`probgen.fit` checks the sizes before it starts.
     :param discriminator: the discriminator module; by default ``model.discriminator``. One
@@ -242,12 +207,11 @@ class Adversarial(Objective):
                  r1_weight: float | None = None):
         _check_loss(loss)
         if pack is not None:
-            check_pack(pack)
-        if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
-            raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
+            positive_int(pack, "pack")
+        positive_int(discriminator_steps, "discriminator_steps")
         for name, weight in (("gp_weight", gp_weight), ("r1_weight", r1_weight)):
             if weight is not None:
-                check_weight(name, weight)
+                non_negative_number(weight, name)
         self.loss = loss
         self.discriminator_steps = discriminator_steps
         self.gp_weight = None if gp_weight is None else float(gp_weight)

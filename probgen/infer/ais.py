@@ -37,6 +37,7 @@ import math
 
 import torch
 
+from ..checks import positive_int
 from .likelihood import log_likelihood, register_estimator
 
 __all__ = ["sigmoid_schedule", "anneal", "bdmc", "BDMCResult", "select_obs_noise"]
@@ -46,8 +47,7 @@ def sigmoid_schedule(num_steps: int, sharpness: float = 4.0) -> torch.Tensor:
     r"""Inverse temperatures :math:`\beta_0 = 0, \dots, \beta_T = 1` spaced by a sigmoid,
     :math:`\beta_t \propto \sigma(\delta(2t/T - 1))` rescaled to :math:`[0, 1]`, in float64:
     small steps at both ends, where the chains move most (Grosse et al., 2015)."""
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    positive_int(num_steps, "num_steps")
     s = torch.sigmoid(sharpness * torch.linspace(-1, 1, num_steps + 1, dtype=torch.float64))
     return (s - s[0]) / (s[-1] - s[0])
 
@@ -128,8 +128,7 @@ def anneal(model, x: torch.Tensor, z: torch.Tensor, betas: torch.Tensor, *, leap
 
 
 def _check_options(num_steps, leapfrog_steps, step_size, target_accept):
-    if not isinstance(leapfrog_steps, int) or leapfrog_steps < 1:
-        raise ValueError(f"leapfrog_steps must be a positive integer, got {leapfrog_steps!r}")
+    positive_int(leapfrog_steps, "leapfrog_steps")
     if not step_size > 0:
         raise ValueError(f"step_size must be positive, got {step_size!r}")
     if not 0 < target_accept < 1:
@@ -180,10 +179,8 @@ def bdmc(model, num_data: int = 100, num_chains: int = 16, *, num_steps: int = 5
     forward AIS (lower bound) and the reverse chain from each point's own latent (upper
     bound), with the same schedule and transitions."""
     _check_decoder_model(model)
-    if not isinstance(num_data, int) or num_data < 1:
-        raise ValueError(f"num_data must be a positive integer, got {num_data!r}")
-    if not isinstance(num_chains, int) or num_chains < 1:
-        raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
+    positive_int(num_data, "num_data")
+    positive_int(num_chains, "num_chains")
     betas = _check_options(num_steps, leapfrog_steps, step_size, target_accept)
     if seed is not None:
         torch.manual_seed(seed)

@@ -13,6 +13,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..models.base import param_sites_unread
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -231,10 +232,8 @@ def fit(
             f"patience needs a loss that ranks epochs; {type(objective).__name__}'s loss {objective.loss_unit} does "
             "not (it depends on that epoch's discriminator): train for a fixed number of epochs"
         )
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
     model.validate(train, "train")
     if valid is not None:
         model.validate(valid, "valid")

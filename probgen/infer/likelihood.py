@@ -20,6 +20,7 @@ from typing import Callable
 import pyro
 import torch
 
+from ..checks import positive_int
 from ..models.base import param_sites_unread
 
 __all__ = ["LikelihoodEstimate", "log_likelihood", "ESTIMATORS", "register_estimator"]
@@ -171,8 +172,7 @@ def log_likelihood(
         raise ValueError(f"method {method!r} is not valid for {type(model).__name__}; use one of {list(methods)}")
     if method == "exact" and not getattr(model, "exact", True):
         raise ValueError(f"{type(model).__name__} has no exact likelihood here; use one of {list(methods)}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    positive_int(num_samples, "num_samples")
     model.validate(x)
     if method == "exact":
         num_samples = 1

@@ -1,9 +1,25 @@
 """Model families, each a PyroModule with ``model()`` and ``guide()``."""
 
-from .base import FAMILIES, GenerativeModel, build_model, register_family, trace_log_weights
-from .vae import VAE, DecoderMean, resolve_prior
+from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register_family, trace_log_weights
+from .diffusion import Diffusion, DiffusionELBO
 from .flow import Flow, Quantized
 from .gan import GAN
-from .diffusion import Diffusion, DiffusionELBO
+from .priors import resolve_prior
+from .vae import VAE, DecoderMean
 
-__all__ = ["DecoderMean", "Flow", "Quantized", "Diffusion", "DiffusionELBO", "GAN", "FAMILIES", "GenerativeModel", "VAE", "build_model", "register_family", "resolve_prior", "trace_log_weights"]
+__all__ = [
+    "DecoderMean",
+    "DecoderModel",
+    "Diffusion",
+    "DiffusionELBO",
+    "FAMILIES",
+    "Flow",
+    "GAN",
+    "GenerativeModel",
+    "Quantized",
+    "VAE",
+    "build_model",
+    "register_family",
+    "resolve_prior",
+    "trace_log_weights",
+]

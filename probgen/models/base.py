@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import copy
 import functools
 import math
 import weakref
@@ -39,7 +38,7 @@ from torch.distributions import constraints
 
 from ..distributions import DataInfo, Likelihood, integer_levels
 
-__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model", "upgrade_config"]
+__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model", "upgrade_config", "DecoderModel"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -141,17 +140,6 @@ class DifferentiableELBO(pyro.infer.ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward()
         return loss.item()
-
-
-def _move_distribution(d, device):
-    """A shallow copy of a torch distribution with every tensor moved to ``device``."""
-    moved = copy.copy(d)
-    for key, value in vars(d).items():
-        if isinstance(value, torch.Tensor):
-            setattr(moved, key, value.to(device))
-        elif isinstance(value, torch.distributions.Distribution):
-            setattr(moved, key, _move_distribution(value, device))
-    return moved
 
 
 class _ParamSitesForSVI(Messenger):
@@ -322,3 +310,21 @@ class GenerativeModel(PyroModule):
 
     def extra_repr(self) -> str:
         return f"info={self.info}"
+
+
+class DecoderModel(GenerativeModel):
+    """A model with a prior over latents and an observation model given them, the part of the
+    protocol that annealed importance sampling reads (:mod:`probgen.infer.ais`):
+
+    - ``prior_distribution()``: :math:`p(z)` over ``latent_dim``-vectors, from the module
+      ``self.prior``;
+    - ``observation(z)``: :math:`p(x \\mid z)` over one data point per latent, batched over the
+      leading dimensions of ``z``.
+    """
+
+    def prior_distribution(self):
+        """The prior :math:`p(z)` over ``latent_dim``-vectors."""
+        return self.prior()
+
+    def observation(self, z: torch.Tensor):
+        raise NotImplementedError

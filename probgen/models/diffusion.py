@@ -58,6 +58,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
+from ..checks import positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
 from .base import DifferentiableELBO, GenerativeModel, announce_parameters, register_family
@@ -394,8 +395,7 @@ class Diffusion(GenerativeModel):
         evenly over the model's own grid in discrete time)."""
         if steps is None:
             steps = self.num_steps or DEFAULT_CONTINUOUS_STEPS
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        positive_int(steps, "steps")
         device = self.levels.device
         if self.num_steps is None:
             return torch.arange(steps, -1, -1, dtype=torch.float64, device=device) / steps
@@ -481,8 +481,7 @@ class Diffusion(GenerativeModel):
         "reconstruction"}`` in nats, each averaged over ``num_samples`` stratified timesteps
         and noise draws. They sum to an unbiased estimate of the ELBO."""
         self.validate(x)
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        positive_int(num_samples, "num_samples")
         return self._elbo_terms(x, num_samples)
 
     def _elbo_terms(self, x: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
@@ -551,8 +550,7 @@ class Diffusion(GenerativeModel):
             (deterministic given :math:`z_1`). For discrete data :math:`\\hat y` is clipped to
             :math:`[-1, 1]`, the range the data live in.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        positive_int(n, "n")
         sampler = _enum(Sampler, sampler, "sampler")
         times = self._chain_times(steps)
         logsnr = self.schedule(times)

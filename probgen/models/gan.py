@@ -52,88 +52,15 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
+from ..checks import non_negative_number, positive_int, positive_number
 from ..distributions import DataInfo, DiscretizedLogistic
-from ..infer.adversarial import check_pack, check_weight, packed_event_shape
-from ..nn import MLP, _fold
-from .base import GenerativeModel, register_family
-from .vae import resolve_prior
+from ..nn import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, packed_event_shape
+from .base import DecoderModel, register_family
+from .priors import resolve_prior
 
-__all__ = ["GAN", "LOSSES", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator"]
+__all__ = ["GAN", "LOSSES"]
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp")
-
-
-class MLPGenerator(nn.Module):
-    """Latent vectors to flat data vectors, reshaped to ``event_shape``."""
-
-    def __init__(self, latent_dim, event_shape, hidden=(256, 256, 256)):
-        super().__init__()
-        self.event_shape = tuple(event_shape)
-        self.net = MLP(latent_dim, hidden, math.prod(self.event_shape), nn.ReLU)
-
-    def forward(self, z):
-        return self.net(z).reshape(*z.shape[:-1], *self.event_shape)
-
-
-class MLPDiscriminator(nn.Module):
-    """Flattens the event dimensions; one real score per data point."""
-
-    def __init__(self, event_shape, hidden=(256, 256, 256)):
-        super().__init__()
-        self.event_shape = tuple(event_shape)
-        self.net = MLP(math.prod(self.event_shape), hidden, 1, lambda: nn.LeakyReLU(0.2))
-
-    def forward(self, x):
-        return self.net(x.flatten(-len(self.event_shape))).squeeze(-1)
-
-
-def _image_shape(event_shape):
-    c, h, w = (1, *event_shape) if len(event_shape) == 2 else event_shape
-    if h % 4 or w % 4:
-        raise ValueError(f"the DCGAN networks need height and width divisible by 4, got {tuple(event_shape)}")
-    return c, h, w
-
-
-class DCGANGenerator(nn.Module):
-    """A small DCGAN generator: a linear layer and two stride-2 transposed convolutions,
-    with batch normalization between them (Radford et al., 2016)."""
-
-    def __init__(self, latent_dim, event_shape, channels=64):
-        super().__init__()
-        self.event_shape = tuple(event_shape)
-        c, h, w = _image_shape(self.event_shape)
-        start = (2 * channels, h // 4, w // 4)
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim, math.prod(start)), nn.BatchNorm1d(math.prod(start)), nn.ReLU(),
-            nn.Unflatten(1, start),
-            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1), nn.BatchNorm2d(channels), nn.ReLU(),
-            nn.ConvTranspose2d(channels, c, 4, 2, 1),
-        )
-
-    def forward(self, z):
-        flat, batch = _fold(z, 1)
-        return self.net(flat).reshape(*batch, *self.event_shape)
-
-
-class DCGANDiscriminator(nn.Module):
-    """A small DCGAN discriminator without batch normalization (so each data point's score,
-    and its gradient, depends on that data point alone, as the gradient penalty needs)."""
-
-    def __init__(self, event_shape, channels=64):
-        super().__init__()
-        self.event_shape = tuple(event_shape)
-        c, h, w = _image_shape(self.event_shape)
-        self.net = nn.Sequential(
-            nn.Conv2d(c, channels, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * channels * (h // 4) * (w // 4), 1),
-        )
-
-    def forward(self, x):
-        flat, batch = _fold(x, len(self.event_shape))
-        if len(self.event_shape) == 2:
-            flat = flat.unsqueeze(1)
-        return self.net(flat).reshape(batch)
 
 
 class _Scaled(nn.Module):
@@ -155,7 +82,7 @@ def _spectral_norm(module):
 
 
 @register_family("gan")
-class GAN(GenerativeModel):
+class GAN(DecoderModel):
     """A generator and a discriminator; ``model()`` is the generator's Pyro program.
 
     :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
@@ -182,7 +109,7 @@ class GAN(GenerativeModel):
     :param hidden: hidden sizes of the default MLPs.
     :param pack: how many points the discriminator scores together (PacGAN, Lin et al.
         2018; 1 = none). The default discriminator is built for packed inputs
-        (:func:`probgen.infer.adversarial.packed_event_shape`); a discriminator passed in
+        (:func:`probgen.nn.packed_event_shape`); a discriminator passed in
         must take them. Packing fights mode collapse; batches must hold a multiple of
         ``pack`` points.
     :param r1_weight: :math:`\\gamma` of the R1 penalty
@@ -234,19 +161,18 @@ class GAN(GenerativeModel):
     ):
         info = DataInfo.of(data)
         event_shape = info.event_shape
-        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        positive_int(latent_dim, "latent_dim")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
         if network is None:
             network = "dcgan" if len(event_shape) in (2, 3) and all(s % 4 == 0 for s in event_shape[-2:]) else "mlp"
         if network not in ("mlp", "dcgan"):
             raise ValueError(f"network must be 'mlp' or 'dcgan', got {network!r}")
-        if discriminator_steps is not None and (not isinstance(discriminator_steps, int) or discriminator_steps < 1):
-            raise ValueError(f"discriminator_steps must be a positive integer, got {discriminator_steps!r}")
-        check_pack(pack)
-        check_weight("r1_weight", r1_weight)
-        check_weight("gp_weight", gp_weight)
+        if discriminator_steps is not None:
+            positive_int(discriminator_steps, "discriminator_steps")
+        positive_int(pack, "pack")
+        non_negative_number(r1_weight, "r1_weight")
+        non_negative_number(gp_weight, "gp_weight")
         super().__init__(data)
         self.latent_dim = latent_dim
         self.pack = pack
@@ -291,11 +217,9 @@ class GAN(GenerativeModel):
     @obs_noise.setter
     def obs_noise(self, value):
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"obs_noise must be a positive finite number or None, got {value!r}")
+            value = positive_number(value, "obs_noise")
             if self.info.support == "binary" and value >= 0.5:
                 raise ValueError(f"on binary data obs_noise is a flip probability, below 0.5; got {value!r}")
-            value = float(value)
         self._obs_noise = value
         if self.config is not None:
             self.config["obs_noise"] = value
@@ -330,10 +254,6 @@ class GAN(GenerativeModel):
         if self.info.is_discrete:
             out = (torch.tanh(out) + 1) * ((self.info.num_levels - 1) / 2)
         return out
-
-    def prior_distribution(self) -> dist.TorchDistribution:
-        """The prior :math:`p(z)` over ``latent_dim``-vectors."""
-        return self.prior()
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """:math:`p(x \\mid z)` around :math:`G(z)` on the data's support (module docstring);

@@ -40,61 +40,10 @@ from ..distributions import (
 )
 from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
 from ..nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from .base import GenerativeModel, _move_distribution, register_family
+from .base import DecoderModel, register_family
+from .priors import resolve_prior
 
-__all__ = ["VAE", "DecoderMean", "resolve_prior"]
-
-
-class _FixedPrior(nn.Module):
-    """Holds a user's distribution and moves its tensors along with the model."""
-
-    def __init__(self, distribution):
-        super().__init__()
-        self.distribution = distribution
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    def forward(self):
-        device = self._anchor.device
-        if self.distribution.sample().device != device:
-            self.distribution = _move_distribution(self.distribution, device)
-        return self.distribution
-
-
-class _CallablePrior(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self):
-        return self.fn()
-
-
-def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=None) -> nn.Module:
-    """Turn any accepted prior specification into a module whose ``forward()`` returns it."""
-    if prior is None or prior == "normal":
-        return StandardNormalPrior(latent_dim)
-    if prior == "mixture":
-        return MixturePrior(latent_dim)
-    if prior in FLOW_KINDS:
-        return flow_prior(prior, latent_dim)
-    if prior == "vamp":
-        if posterior_params is None:
-            raise ValueError("the 'vamp' prior needs the VAE's encoder")
-        pseudo_inputs = torch.rand(50, *event_shape)
-        return VampPrior(posterior_params, pseudo_inputs)
-    if isinstance(prior, str):
-        raise ValueError(
-            f"unknown prior {prior!r}; expected 'normal', 'mixture', 'vamp', a flow kind {list(FLOW_KINDS)}, "
-            "a distribution or a module"
-        )
-    if isinstance(prior, torch.distributions.Distribution):
-        check_prior(prior, latent_dim)
-        return _FixedPrior(prior)
-    if isinstance(prior, nn.Module):
-        return prior
-    if callable(prior):
-        return _CallablePrior(prior)
-    raise TypeError(f"cannot use {type(prior).__name__} as a prior")
+__all__ = ["VAE", "DecoderMean"]
 
 
 # posterior name -> flow kind and options; each samples (and scores its samples) in one pass
@@ -128,7 +77,7 @@ def _resolve_posterior(posterior, latent_dim: int, features: int):
 
 
 @register_family("vae")
-class VAE(GenerativeModel):
+class VAE(DecoderModel):
     """A variational autoencoder: a Pyro model and an amortized Gaussian guide.
 
     :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
@@ -257,10 +206,6 @@ class VAE(GenerativeModel):
     def _posterior_params(self, network_input):
         """``(loc, scale)`` of the diagonal Normal :math:`q(z \\mid x)` (the VampPrior reads it)."""
         return self._posterior(network_input)[:2]
-
-    def prior_distribution(self) -> dist.TorchDistribution:
-        """The prior :math:`p(z)` as a distribution over ``latent_dim``-vectors."""
-        return self.prior()
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """The distribution :math:`p(x \\mid z)` over one data point per latent."""

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from .shapes import image_shape
+
 __all__ = ["NoiseLevelEmbedding", "TimeMLP", "UNet"]
 
 
@@ -95,9 +97,7 @@ class UNet(nn.Module):
     def __init__(self, event_shape, channels: int = 32, channel_mults=(1, 2, 2), embed_dim: int = 128):
         super().__init__()
         self.event_shape = tuple(event_shape)
-        if len(self.event_shape) not in (2, 3):
-            raise ValueError(f"UNet needs images of shape (H, W) or (C, H, W), got event_shape {self.event_shape}")
-        c, h, w = (1, *self.event_shape) if len(self.event_shape) == 2 else self.event_shape
+        c, h, w = image_shape(self.event_shape, "UNet")
         levels = 1
         while levels < len(channel_mults) and h % 2 == 0 and w % 2 == 0:
             h, w, levels = h // 2, w // 2, levels + 1
