@@ -231,7 +231,7 @@ class SampleMeanTrace(pg.infer.SVIObjective):
     """The default objective, drawing samples at the start of each epoch from ``first`` on."""
 
     def __init__(self, model, out, first):
-        super().__init__(pg.models.DiffusionELBO())
+        super().__init__(pg.infer.TermsELBO())
         self.model, self.out, self.first = model, out, first
 
     def begin_epoch(self, epoch):

@@ -2,7 +2,7 @@
 the other families.
 
 1. Training step: ``pg.Diffusion`` as ``pg.fit`` runs it (``SVIObjective`` with
-   ``DiffusionELBO.differentiable_loss``) against a plain PyTorch function computing the same
+   ``TermsELBO.differentiable_loss``) against a plain PyTorch function computing the same
    loss (continuous-time VDM bound: stratified t, eps-prediction error times -lambda'/2,
    analytic prior KL, exact categorical reconstruction) with a deep copy of the same network,
    both stepped by Adam. Medians over interleaved rounds (probgen, plain, probgen, ...), so

@@ -34,7 +34,7 @@ import torch
 
 import probgen as pg
 from probgen.models import DecoderMean
-from probgen.infer.adversarial import Adversarial, discriminator_loss, generator_loss, gradient_penalty
+from probgen.infer.adversarial import Adversarial, AdversarialLoss, gradient_penalty
 
 
 # -- 1. mode coverage ----------------------------------------------------------------------
@@ -50,8 +50,7 @@ class Traced(Adversarial):
     """The model's default objective, printing mode coverage every ``every`` epochs."""
 
     def __init__(self, gan, name, every):
-        objective = gan.default_objective
-        super().__init__(objective.loss, discriminator_steps=objective.discriminator_steps)
+        super().__init__(gan.loss, discriminator_steps=gan.discriminator_steps)
         self.gan, self.name, self.every = gan, name, every
 
     def begin_epoch(self, epoch):
@@ -119,7 +118,7 @@ def plain_epoch(gan, batches, loss, k, opt_g, opt_d):
         for fake in fakes:
             if squash:
                 fake = (torch.tanh(fake) + 1) * ((squash - 1) / 2)
-            loss_d = discriminator_loss(loss, D(real), D(fake))
+            loss_d = AdversarialLoss(loss).discriminator_loss(D(real), D(fake))
             if loss == "wgan-gp":
                 loss_d = loss_d + gradient_penalty(D, real, fake)
             opt_d.zero_grad(set_to_none=True)
@@ -130,7 +129,7 @@ def plain_epoch(gan, batches, loss, k, opt_g, opt_d):
         fake = G(torch.randn(n, gan.latent_dim))
         if squash:
             fake = (torch.tanh(fake) + 1) * ((squash - 1) / 2)
-        loss_g = generator_loss(loss, D(fake))
+        loss_g = AdversarialLoss(loss).generator_loss(D(fake))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

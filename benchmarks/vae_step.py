@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 import probgen as pg
 from probgen.infer import SVIObjective, resolve_objective
-from probgen.models.base import param_sites_unread
 
 
 def plain_elbo_loss(vae, x):
@@ -52,7 +51,7 @@ def make_step(kind, vae, opt):
             opt.step()
 
         def step(x):  # under the same switches as pg.fit's loop
-            with pyro.validation_enabled(False), param_sites_unread(vae):
+            with pyro.validation_enabled(False), vae.without_param_sites():
                 return objective.train_step(vae, x, update)
 
         return step

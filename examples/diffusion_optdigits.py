@@ -41,7 +41,7 @@ diff = pg.Diffusion(data.info)  # levels: the exact categorical decoder
 print(diff.extra_repr())
 
 # %%
-# Training runs the fast, unbiased one-timestep estimator (``DiffusionELBO``), the model's
+# Training runs the fast, unbiased one-timestep estimator (:class:`~probgen.infer.TermsELBO`), the model's
 # default objective, in the same loop as every other family.
 result = pg.fit(diff, data.train[: args.num_train], data.valid, epochs=args.epochs, batch_size=128, lr=2e-3)
 result.plot(f"{args.out}/loss.png")

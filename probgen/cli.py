@@ -110,7 +110,7 @@ def _evaluate(model, x, methods, num_samples, progress=True, **options):
 
 def cmd_fit(args):
     data = pg.datasets.load(args.data, root=args.root)
-    torch.manual_seed(args.seed)
+    pg.infer.seed_everything(args.seed)
     model = FAMILY_BUILDERS[args.family](data.info, args)
     out = Path(args.out)
     if (out / "model.pt").exists():
@@ -157,7 +157,7 @@ def cmd_evaluate(args):
     data = pg.datasets.load(args.data or data_name or "optdigits", root=args.root)
     x = getattr(data, args.split)
     x = pg.datasets.random_subset(x, args.num_test)
-    method = args.method if args.method != "auto" else model.likelihood_methods[0]
+    method = pg.infer.resolve_method(model, args.method)
     options = {"num_steps": args.ais_steps} if method == "ais" else {}
     if args.obs_noise is not None and not hasattr(model, "obs_noise"):
         raise ValueError(f"--obs-noise applies to a model with observation noise (a GAN), not a {model.family}")
@@ -171,7 +171,7 @@ def cmd_evaluate(args):
 
 def cmd_sample(args):
     model, data_name = _load_run(args.run)
-    torch.manual_seed(args.seed)
+    pg.infer.seed_everything(args.seed)
     options = {name: value for name, value in (("steps", args.steps), ("sampler", args.sampler)) if value is not None}
     path = _save_samples(model, model.info, args.out, n=args.n, **options)
     print(f"wrote {path}")
@@ -208,7 +208,7 @@ def _fail(failures, family, stage, error):
 def _train_family(family, data, budget, args, out):
     """Build, fit and save one family; give a decoder model without observation noise (a GAN)
     the noise that AIS needs, chosen on validation data."""
-    torch.manual_seed(args.seed)
+    pg.infer.seed_everything(args.seed)
     model = FAMILY_BUILDERS[family](data.info, args)
     train = data.train[: budget["num_train"]] if budget["num_train"] else data.train
     valid = data.valid[: budget["num_valid"]] if budget["num_valid"] else data.valid

@@ -41,7 +41,8 @@ from pyro.poutine.subsample_messenger import _Subsample
 
 from ..checks import positive_int
 from ..infer.likelihood import LikelihoodEstimate, log_likelihood as estimate_log_likelihood
-from .psis import importance_log_weights, psis_result
+from ..infer import importance_log_weights, seed_everything
+from .psis import psis_result
 
 with warnings.catch_warnings():
     # ArviZ 0.2x announces its 1.x refactor on import; say it once in the docs, not every run
@@ -55,7 +56,7 @@ __all__ = ["to_inference_data", "load_inference_data", "plot_khat"]
 class _LatentRecorder(Messenger):
     """Keeps the values of the latent sample sites that ``log_weights`` draws, per call.
 
-    In :func:`~probgen.models.base.trace_log_weights` the guide draws each latent and the
+    In :func:`~probgen.infer.trace_log_weights` the guide draws each latent and the
     replayed model receives the very same tensor, which is therefore recorded once.
 
     :param keep: the site names to keep (default: all).
@@ -144,7 +145,7 @@ def to_inference_data(
         raise ValueError(f"log_likelihood holds {len(log_likelihood.pointwise)} data points, x holds {len(x)}")
     model.validate(x)
     if seed is not None:
-        torch.manual_seed(seed)
+        seed_everything(seed)
     weights, parts, chosen = [], {}, None
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]

@@ -42,10 +42,9 @@ from pathlib import Path
 
 import torch
 
-from ..checks import positive_int
-from ..infer.likelihood import LikelihoodEstimate
+from ..infer import LikelihoodEstimate, importance_log_weights
 
-__all__ = ["PSISResult", "ParetoKWarning", "importance_log_weights", "pareto_smooth", "psis_khat"]
+__all__ = ["PSISResult", "ParetoKWarning", "pareto_smooth", "psis_khat"]
 
 #: :math:`\hat k` above this marks an unreliable importance-sampling estimate.
 K_THRESHOLD = 0.7
@@ -106,7 +105,7 @@ def pareto_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     r"""Pareto-smooth importance weights, one column per data point.
 
     :param log_weights: ``(S, N)`` log importance weights (``S`` samples for each of ``N``
-        data points), e.g. from :meth:`probgen.models.GenerativeModel.log_weights`.
+        data points), e.g. from :func:`probgen.infer.importance_log_weights`.
     :returns: ``(smoothed, khat)``: the smoothed log weights ``(S, N)`` on the same scale
         (not normalized, so ``logsumexp(smoothed, 0) - log S`` estimates :math:`\log p(x_n)`),
         and :math:`\hat k` ``(N,)`` in float64.
@@ -152,32 +151,6 @@ def pareto_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     smoothed = relative.scatter(0, order[num_samples - tail :], smoothed_tail) + top
     k = torch.where(constant, torch.full_like(k, -math.inf), k)
     return smoothed, k
-
-
-def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_size: int = 100, seed: int | None = 0) -> torch.Tensor:
-    """The model's log importance weights for every data point: ``(num_samples, len(x))``, on the CPU.
-
-    They keep the model's dtype, from which :func:`pareto_smooth` judges what is rounding.
-
-    Runs ``model.log_weights`` in evaluation mode without gradients, ``batch_size`` data
-    points at a time.
-    """
-    positive_int(num_samples, "num_samples")
-    positive_int(batch_size, "batch_size")
-    model.validate(x)
-    if seed is not None:
-        torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            parts = [
-                model.log_weights(x[start : start + batch_size].to(model.device), num_samples).cpu()
-                for start in range(0, len(x), batch_size)
-            ]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts, 1)
 
 
 @dataclasses.dataclass

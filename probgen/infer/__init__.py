@@ -2,14 +2,26 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
 from .fit import FitResult, NonFiniteLossError, fit, resolve_device
-from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator
+from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator, resolve_method
 from .compare import Comparison, ComparisonRow, compare
-from .objectives import IWAE, OBJECTIVES, KLWarmup, Objective, SVIObjective, resolve_objective
-from .adversarial import Adversarial, gradient_penalty
+from .objectives import (
+    IWAE,
+    OBJECTIVES,
+    DifferentiableELBO,
+    KLWarmup,
+    Objective,
+    SVIObjective,
+    TermsELBO,
+    parse_objective,
+    resolve_objective,
+)
+from .weights import evaluating, importance_log_weights, log_weights, seed_everything, trace_log_weights
+from .adversarial import Adversarial, AdversarialLoss, gradient_penalty
 from .ais import BDMCResult, bdmc, select_obs_noise, sigmoid_schedule
 
 __all__ = [
     "Adversarial",
+    "AdversarialLoss",
     "BDMCResult",
     "bdmc",
     "gradient_penalty",
@@ -19,6 +31,7 @@ __all__ = [
     "ComparisonRow",
     "compare",
     "CheckpointError",
+    "DifferentiableELBO",
     "ESTIMATORS",
     "FitResult",
     "IWAE",
@@ -28,13 +41,21 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "SVIObjective",
+    "TermsELBO",
     "fit",
     "load_checkpoint",
     "load_model",
     "log_likelihood",
     "register_estimator",
     "resolve_device",
+    "parse_objective",
+    "resolve_method",
     "resolve_objective",
     "save_checkpoint",
     "save_model",
+    "evaluating",
+    "importance_log_weights",
+    "log_weights",
+    "seed_everything",
+    "trace_log_weights",
 ]

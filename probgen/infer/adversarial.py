@@ -52,53 +52,65 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 
-from ..checks import non_negative_number, positive_int
+from ..checks import choice, non_negative_number, positive_int
 from ..nn import pack, packed_event_shape
-from .objectives import OBJECTIVES, Objective
+from .objectives import OBJECTIVES, Objective, ObjectiveName
 
-__all__ = ["Adversarial", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty",
-           "divergence_estimate"]
+__all__ = ["Adversarial", "AdversarialLoss", "gradient_penalty", "r1_penalty"]
 
-LOSSES = ("nonsaturating", "hinge", "wgan-gp")
-
-
-def _check_loss(loss):
-    if loss not in LOSSES:
-        raise ValueError(f"unknown adversarial loss {loss!r}; expected one of {list(LOSSES)}")
+@dataclasses.dataclass(frozen=True)
+class _Game:
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real scores, fake scores) -> loss
+    generator: Callable[[torch.Tensor], torch.Tensor]  # fake scores -> loss
+    divergence: Callable[[float], float]  # discriminator loss -> divergence estimate
 
 
-def discriminator_loss(loss: str, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    """The discriminator's loss from its scores on data and on samples (no gradient penalty)."""
-    _check_loss(loss)
-    if loss == "nonsaturating":
-        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
-    if loss == "hinge":
-        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
-    return fake_scores.mean() - real_scores.mean()
+class AdversarialLoss(str, enum.Enum):
+    """The game of the discriminator and the generator (formulas in the module docstring)."""
+
+    NONSATURATING = "nonsaturating"
+    HINGE = "hinge"
+    WGAN_GP = "wgan-gp"
+
+    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss from its scores on data and on samples (no gradient penalty)."""
+        return _GAMES[self].discriminator(real_scores, fake_scores)
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        """The generator's loss from the discriminator's scores on its samples."""
+        return _GAMES[self].generator(fake_scores)
+
+    def divergence_estimate(self, discriminator_loss_value: float) -> float:
+        """The divergence a discriminator loss (without penalty) implies."""
+        return _GAMES[self].divergence(discriminator_loss_value)
 
 
-def generator_loss(loss: str, fake_scores: torch.Tensor) -> torch.Tensor:
-    """The generator's loss from the discriminator's scores on its samples."""
-    _check_loss(loss)
-    if loss == "nonsaturating":
-        return F.softplus(-fake_scores).mean()
-    return -fake_scores.mean()
-
-
-def divergence_estimate(loss: str, discriminator_loss_value: float) -> float:
-    """The divergence a discriminator loss (without penalty) implies; see the module docstring."""
-    _check_loss(loss)
-    if loss == "nonsaturating":
-        return math.log(2) - discriminator_loss_value / 2
-    if loss == "hinge":
-        return 1 - discriminator_loss_value / 2
-    return -discriminator_loss_value
+_GAMES = {
+    AdversarialLoss.NONSATURATING: _Game(
+        discriminator=lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
+        generator=lambda fake: F.softplus(-fake).mean(),
+        divergence=lambda loss: math.log(2) - loss / 2,  # Jensen-Shannon
+    ),
+    AdversarialLoss.HINGE: _Game(
+        discriminator=lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
+        generator=lambda fake: -fake.mean(),
+        divergence=lambda loss: 1 - loss / 2,  # total variation
+    ),
+    AdversarialLoss.WGAN_GP: _Game(
+        discriminator=lambda real, fake: fake.mean() - real.mean(),
+        generator=lambda fake: -fake.mean(),
+        divergence=lambda loss: -loss,  # Wasserstein-1
+    ),
+}
 
 
 def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, weight: float = 10.0,
@@ -205,7 +217,7 @@ class Adversarial(Objective):
     def __init__(self, loss: str = "nonsaturating", *, discriminator_steps: int = 1, gp_weight: float | None = None,
                  discriminator: torch.nn.Module | None = None, pack: int | None = None,
                  r1_weight: float | None = None):
-        _check_loss(loss)
+        loss = choice(loss, AdversarialLoss, "adversarial loss")
         if pack is not None:
             positive_int(pack, "pack")
         positive_int(discriminator_steps, "discriminator_steps")
@@ -284,9 +296,9 @@ class Adversarial(Objective):
         if r1_weight > 0:
             real = real.detach().requires_grad_(True)
         real_scores = _scores(d, real)
-        loss = discriminator_loss(self.loss, real_scores, _scores(d, fake))
+        loss = self.loss.discriminator_loss(real_scores, _scores(d, fake))
         total = loss
-        if self.loss == "wgan-gp" and gp_weight > 0:
+        if self.loss is AdversarialLoss.WGAN_GP and gp_weight > 0:
             total = total + gradient_penalty(d, real.detach(), fake, gp_weight)
         if r1_weight > 0:
             total = total + r1_penalty(d, real, r1_weight, scores=real_scores)
@@ -309,22 +321,23 @@ class Adversarial(Objective):
         for p in frozen:
             p.requires_grad_(False)
         try:
-            update("generator", generator_loss(self.loss, _scores(d, pack(self.generate(model, n), m))))
+            update("generator", self.loss.generator_loss(_scores(d, pack(self.generate(model, n), m))))
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return divergence_estimate(self.loss, loss.item())
+        return self.loss.divergence_estimate(loss.item())
 
     def eval_loss(self, model, batch):
         d, m = self._discriminator(model), self._pack(model)
         fake = pack(self.generate(model, len(batch)), m)
-        return divergence_estimate(self.loss, discriminator_loss(self.loss, _scores(d, pack(batch, m)), _scores(d, fake)).item())
+        return self.loss.divergence_estimate(self.loss.discriminator_loss(_scores(d, pack(batch, m)), _scores(d, fake)).item())
 
     def __repr__(self):
-        return (f"Adversarial({self.loss!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight}, "
+        return (f"Adversarial({self.loss.value!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight}, "
                 f"pack={self.pack}, r1_weight={self.r1_weight})")
 
 
 # "hinge", "wgan-gp:5", ...: the count after ':' is the number of discriminator steps
-for _name in LOSSES:
-    OBJECTIVES[_name] = (lambda name: lambda k=1: Adversarial(name, discriminator_steps=k))(_name)
+for _loss in AdversarialLoss:
+    OBJECTIVES[_loss.value] = ObjectiveName((lambda loss: lambda k: Adversarial(loss, discriminator_steps=k))(_loss),
+                                            "number of discriminator steps", 1)

@@ -39,6 +39,7 @@ import torch
 
 from ..checks import positive_int
 from .likelihood import log_likelihood, register_estimator
+from .weights import evaluating
 
 __all__ = ["sigmoid_schedule", "anneal", "bdmc", "BDMCResult", "select_obs_noise"]
 
@@ -182,19 +183,13 @@ def bdmc(model, num_data: int = 100, num_chains: int = 16, *, num_steps: int = 5
     positive_int(num_data, "num_data")
     positive_int(num_chains, "num_chains")
     betas = _check_options(num_steps, leapfrog_steps, step_size, target_accept)
-    if seed is not None:
-        torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model, seed):
         prior = model.prior_distribution()
         z_true = prior.sample((num_data,))
         x = model.observation(z_true).sample()
         options = dict(leapfrog_steps=leapfrog_steps, step_size=step_size, target_accept=target_accept)
         forward, _ = anneal(model, x, prior.sample((num_chains, num_data)), betas, **options)
         reverse, _ = anneal(model, x, z_true.expand(num_chains, *z_true.shape), betas.flip(0), **options)
-    finally:
-        model.train(was_training)
     lower = torch.logsumexp(forward, 0) - math.log(num_chains)
     upper = -(torch.logsumexp(reverse, 0) - math.log(num_chains))
     return BDMCResult(x.cpu(), lower.cpu(), upper.cpu())

@@ -35,7 +35,7 @@ from typing import Mapping
 
 import torch
 
-from .likelihood import LikelihoodEstimate, log_likelihood
+from .likelihood import LikelihoodEstimate, log_likelihood, resolve_method
 
 __all__ = ["Comparison", "ComparisonRow", "compare"]
 
@@ -253,8 +253,7 @@ def compare(
                 if len(estimate.pointwise) != len(x):
                     raise ValueError(f"the estimate given for {name!r} holds {len(estimate.pointwise)} data points, x holds {len(x)}")
             else:
-                valid_methods = tuple(getattr(model, "likelihood_methods", ()))
-                chosen = valid_methods[0] if method == "auto" and valid_methods else method
+                chosen = resolve_method(model, method)
                 options = dict((estimator_options or {}).get(chosen, {}))
                 samples = options.pop("num_samples", num_samples)
                 estimate = log_likelihood(model, x, chosen, samples, batch_size=batch_size, seed=seed, **options)

@@ -14,10 +14,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
-from ..models.base import param_sites_unread
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
+from .weights import seed_everything
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "resolve_device"]
 
@@ -215,7 +215,7 @@ def fit(
     Data are validated once, before training; inside the loop Pyro's per-step argument
     checks are switched off (they cost about a quarter of a small step's time), and so are
     the ``param`` statements that only :class:`pyro.infer.SVI` reads (see
-    :func:`probgen.models.base.param_sites_unread`).
+    :func:`probgen.models.pyro_params.param_sites_unread`).
 
     Losses are nats per data point (the negative ELBO for SVI objectives). A NaN or
     infinite loss raises :class:`NonFiniteLossError` naming the epoch and step before any
@@ -256,7 +256,7 @@ def fit(
     model.to(device)
     train = train.to(device)
     valid = valid.to(device) if valid is not None else None
-    pyro.set_rng_seed(seed)
+    seed_everything(seed)
 
     groups = objective.parameter_groups(model)
     rates = lr if isinstance(lr, dict) else {name: lr for name in groups}
@@ -331,7 +331,7 @@ def fit(
 
     bar = tqdm(total=epochs, initial=start_epoch - 1, desc=f"fit {getattr(model, 'family', 'model')}",
                unit="epoch", disable=not progress, dynamic_ncols=True)
-    with pyro.validation_enabled(False), param_sites_unread(model), bar:
+    with pyro.validation_enabled(False), model.without_param_sites(), bar:
         for epoch in range(start_epoch, epochs + 1):
             began = time.perf_counter()
             model.train()

@@ -8,7 +8,8 @@ Every estimator works through the model protocol (:mod:`probgen.models.base`):
 - ``"exact"``: :math:`\log p(x)` of a model without latent variables;
 
 with :math:`w_i = p(x, z_i) / q(z_i \mid x)`, :math:`z_i \sim q(z \mid x)` from
-``model.log_weights``. Other families register further methods in :data:`ESTIMATORS`.
+:func:`probgen.infer.weights.log_weights`. Other families register further methods in
+:data:`ESTIMATORS`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import dataclasses
 import math
 from typing import Callable
 
-import pyro
+import pyro.poutine as poutine
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from ..checks import positive_int
-from ..models.base import param_sites_unread
+from .weights import VALUES_PER_PASS, evaluating, log_weights
 
-__all__ = ["LikelihoodEstimate", "log_likelihood", "ESTIMATORS", "register_estimator"]
+__all__ = ["LikelihoodEstimate", "log_likelihood", "resolve_method", "ESTIMATORS", "register_estimator"]
 
 _KIND = {"exact": "exact", "elbo": "bound", "iwae": "bound"}
 
@@ -110,10 +112,11 @@ def _particle_chunks(num_samples, particle_batch):
 
 @register_estimator("elbo", "bound")
 def _elbo(model, x, num_samples, particle_batch):
-    if hasattr(model, "elbo_terms"):
-        terms = model.elbo_terms(x, num_samples)
+    # a family whose bound splits into terms more cheaply than its traces reports them
+    terms = model.elbo_terms(x, num_samples, validate=False)
+    if terms is not None:
         return sum(terms.values()), terms
-    total = sum(model.log_weights(x, k).sum(0) for k in _particle_chunks(num_samples, particle_batch))
+    total = sum(log_weights(model, x, k).sum(0) for k in _particle_chunks(num_samples, particle_batch))
     return total / num_samples, None
 
 
@@ -121,14 +124,37 @@ def _elbo(model, x, num_samples, particle_batch):
 def _iwae(model, x, num_samples, particle_batch):
     running = torch.full((len(x),), -math.inf, device=x.device, dtype=torch.float64)
     for k in _particle_chunks(num_samples, particle_batch):
-        chunk = torch.logsumexp(model.log_weights(x, k).double(), 0)
+        chunk = torch.logsumexp(log_weights(model, x, k).double(), 0)
         running = torch.logaddexp(running, chunk)
     return running - math.log(num_samples), None
 
 
 @register_estimator("exact", "exact")
 def _exact(model, x, num_samples, particle_batch):
-    return model.log_weights(x, 1)[0], None
+    # no latent variable: the one "importance weight" is log p(x) itself
+    latent = [name for name, site in poutine.trace(model.guide).get_trace(x).nodes.items()
+              if site["type"] == "sample" and not site_is_subsample(site)]
+    if latent:
+        raise ValueError(
+            f"{type(model).__name__} lists 'exact' among its likelihood_methods, but its guide draws the latent "
+            f"sites {latent}: its importance weights are not log p(x)"
+        )
+    return log_weights(model, x, 1)[0], None
+
+
+def resolve_method(model, method: str = "auto") -> str:
+    """The estimator ``method`` names for ``model``: ``"auto"`` is the model's best
+    (``likelihood_methods[0]``); any other must be registered and valid for the model."""
+    methods = tuple(model.likelihood_methods)
+    if method == "auto":
+        if not methods:
+            raise ValueError(f"{type(model).__name__} declares no likelihood methods")
+        return methods[0]
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown method {method!r}; registered: {sorted(ESTIMATORS)}")
+    if method not in methods:
+        raise ValueError(f"method {method!r} is not valid for {type(model).__name__}; use one of {list(methods)}")
+    return method
 
 
 def log_likelihood(
@@ -150,7 +176,7 @@ def log_likelihood(
     :param batch_size: data points per pass.
     :param particle_batch: importance samples per pass; by default chosen so that one pass
         holds about :math:`2^{22}` data values, which bounds memory for any ``num_samples``.
-    :param seed: seeds torch for reproducible estimates (``None``: leave the RNG alone).
+    :param seed: seeds the random state for reproducible estimates (``None``: leave it alone).
 
     Example::
 
@@ -161,40 +187,26 @@ def log_likelihood(
         >>> est.is_bound, len(est.pointwise)
         (True, 10)
     """
-    methods = tuple(getattr(model, "likelihood_methods", ()))
-    if method == "auto":
-        if not methods:
-            raise ValueError(f"{type(model).__name__} declares no likelihood methods")
-        method = methods[0]
-    if method not in ESTIMATORS:
-        raise ValueError(f"unknown method {method!r}; registered: {sorted(ESTIMATORS)}")
-    if method not in methods:
-        raise ValueError(f"method {method!r} is not valid for {type(model).__name__}; use one of {list(methods)}")
-    if method == "exact" and not getattr(model, "exact", True):
-        raise ValueError(f"{type(model).__name__} has no exact likelihood here; use one of {list(methods)}")
+    method = resolve_method(model, method)
     positive_int(num_samples, "num_samples")
+    positive_int(batch_size, "batch_size")
+    if particle_batch is not None:
+        positive_int(particle_batch, "particle_batch")
     model.validate(x)
     if method == "exact":
         num_samples = 1
     device = model.device
     if particle_batch is None:
-        particle_batch = max(1, min(num_samples, 2**22 // (batch_size * model.num_dims)))
-    if seed is not None:
-        torch.manual_seed(seed)
+        particle_batch = max(1, min(num_samples, VALUES_PER_PASS // (batch_size * model.num_dims)))
 
-    was_training = model.training
-    model.eval()
     pointwise, terms = [], {}
-    try:
-        with torch.no_grad(), pyro.validation_enabled(False), param_sites_unread(model):  # x validated above
-            for start in range(0, len(x), batch_size):
-                batch = x[start : start + batch_size].to(device)
-                values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
-                pointwise.append(values.double().cpu())
-                for name, value in (batch_terms or {}).items():
-                    terms.setdefault(name, []).append(value.double().cpu())
-    finally:
-        model.train(was_training)
+    with evaluating(model, seed):  # x validated above
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device)
+            values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
+            pointwise.append(values.double().cpu())
+            for name, value in (batch_terms or {}).items():
+                terms.setdefault(name, []).append(value.double().cpu())
 
     kind = _KIND[method]
     return LikelihoodEstimate(

@@ -9,16 +9,19 @@ through the same two methods.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
 import pyro.infer
+import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
-from ..models.base import DifferentiableELBO, trace_log_weights
+from .weights import trace_log_weights
 
-__all__ = ["Objective", "SVIObjective", "IWAE", "KLWarmup", "resolve_objective", "OBJECTIVES"]
+__all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "KLWarmup", "resolve_objective",
+           "parse_objective", "ObjectiveName", "OBJECTIVES"]
 
 # update(group, loss) checks the loss is finite, then back-propagates and steps that
 # group's optimizer. Objectives call it; they never touch optimizers themselves.
@@ -131,6 +134,68 @@ class KLWarmup(SVIObjective):
         return f"KLWarmup(epochs={self.epochs}, elbo={type(self.elbo).__name__})"
 
 
+class DifferentiableELBO(pyro.infer.ELBO):
+    """A Pyro ELBO defined by its ``differentiable_loss`` alone.
+
+    Subclasses implement ``differentiable_loss(model, guide, *args)``; this base derives
+    ``loss`` and ``loss_and_grads`` from it, so the objective works both in
+    :func:`probgen.fit` and in :class:`pyro.infer.SVI`.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        raise NotImplementedError
+
+    def _get_trace(self, model, guide, args, kwargs):
+        # pyro.infer.ELBO's abstract hook: one guide trace and the model replayed on it
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+class TermsELBO(DifferentiableELBO):
+    r"""A model's own unbiased estimator of its ELBO, from its per-data-point terms, as a Pyro ELBO.
+
+    ``differentiable_loss(m.model, m.guide, x)`` is minus the sum over data points of
+    ``m.elbo_terms(x, num_particles)`` (the protocol member of a family that splits its bound
+    into terms more cheaply than its traces can). For a :class:`~probgen.Diffusion` it draws
+    one timestep per data point and particle: the same expectation as ``TraceMeanField_ELBO``
+    on the explicit chain, at the cost of one network evaluation per data point instead of
+    :math:`T`. It is the diffusion's ``default_objective`` (``"terms"``), and it works with
+    :class:`pyro.infer.SVI` too.
+    """
+
+    def __init__(self, num_particles: int = 1):
+        super().__init__(num_particles=num_particles)
+
+    @staticmethod
+    def _owner(model_fn):
+        owner = getattr(model_fn, "__self__", None)
+        if owner is None or not callable(getattr(owner, "elbo_terms", None)):
+            raise TypeError(
+                "TermsELBO scores a model with elbo_terms(x, num_samples): pass its bound methods, "
+                f"differentiable_loss(m.model, m.guide, x); got {model_fn!r}"
+            )
+        return owner
+
+    def differentiable_loss(self, model, guide, x, *args, **kwargs):
+        owner = self._owner(model)
+        owner.announce_parameters()  # lets pyro.infer.SVI find what to step
+        terms = owner.elbo_terms(x, self.num_particles, validate=False)
+        if terms is None:
+            raise TypeError(f"{type(owner).__name__} has no ELBO terms (its elbo_terms returns None); "
+                            "train it with 'elbo' or 'iwae'")
+        return -sum(terms.values()).sum()
+
+
 class IWAE(DifferentiableELBO):
     r"""The importance-weighted bound (Rényi divergence with :math:`\alpha = 0`), vectorized:
 
@@ -163,33 +228,57 @@ def _meanfield(num_particles=1):
     )
 
 
-# name -> factory; a factory takes the optional particle count of "name:k"
-OBJECTIVES: dict[str, Callable[..., object]] = {
-    "elbo": _elbo,
-    "meanfield": _meanfield,
-    "iwae": lambda k=5: IWAE(k),
-    "warmup": lambda epochs=100: KLWarmup(epochs),
+@dataclasses.dataclass(frozen=True)
+class ObjectiveName:
+    """A name :func:`resolve_objective` accepts: ``"name"`` or ``"name:k"``.
+
+    :ivar build: makes the objective from the count ``k``.
+    :ivar count: what ``k`` means for this objective, for messages.
+    :ivar default: ``k`` when the name comes without one.
+    """
+
+    build: Callable[[int], object]
+    count: str
+    default: int
+
+
+#: name -> how to build it; the count after ':' means particles, epochs or discriminator steps
+#: depending on the name (each entry says which)
+OBJECTIVES: dict[str, ObjectiveName] = {
+    "elbo": ObjectiveName(_elbo, "number of particles", 1),
+    "meanfield": ObjectiveName(_meanfield, "number of particles", 1),
+    "iwae": ObjectiveName(IWAE, "number of particles", 5),
+    "warmup": ObjectiveName(KLWarmup, "number of warm-up epochs", 100),
+    "terms": ObjectiveName(TermsELBO, "number of timesteps per data point", 1),
 }
 
 
+def parse_objective(text: str):
+    """The objective named by ``text``, ``"name"`` or ``"name:k"``; every option string of an
+    objective is parsed here."""
+    name, colon, count = text.partition(":")
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {text!r}; expected one of {sorted(OBJECTIVES)}, optionally as 'name:k'")
+    entry = OBJECTIVES[name]
+    if not colon:
+        return entry.build(entry.default)
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"objective {text!r}: the {entry.count} after ':' must be a positive integer, got {count!r}")
+    return entry.build(int(count))
+
+
 def resolve_objective(model, objective=None) -> Objective:
-    """Turn ``objective`` (None, a name like ``"iwae:10"`` or ``"warmup:100"`` (KL warm-up over
-    100 epochs), a Pyro ELBO, an :class:`Objective`
-    or a factory of one) into an :class:`Objective` for ``model``."""
+    """Turn ``objective`` into an :class:`Objective` for ``model``: ``None`` (the model's
+    ``default_objective``), a name (``"elbo"``, ``"iwae:10"``, ``"warmup:100"`` (KL warm-up
+    over 100 epochs), ``"hinge:5"``, ...: :data:`OBJECTIVES`), a Pyro ELBO, or an
+    :class:`Objective`."""
     if objective is None:
-        objective = getattr(model, "default_objective", "elbo")
+        objective = model.default_objective
     if isinstance(objective, str):
-        name, _, count = objective.partition(":")
-        if name not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; expected one of {sorted(OBJECTIVES)} (optionally 'name:k')")
-        try:
-            objective = OBJECTIVES[name](int(count)) if count else OBJECTIVES[name]()
-        except ValueError:
-            raise ValueError(f"objective {objective!r}: the particle count after ':' must be an integer") from None
-    elif callable(objective) and not isinstance(objective, (Objective, pyro.infer.ELBO)):
-        objective = objective()
+        objective = parse_objective(objective)
     if isinstance(objective, pyro.infer.ELBO):
         return SVIObjective(objective)
     if isinstance(objective, Objective):
         return objective
-    raise TypeError(f"cannot train with {type(objective).__name__}: expected a Pyro ELBO or a probgen Objective")
+    raise TypeError(f"cannot train with {type(objective).__name__}: expected an objective's name, a Pyro ELBO or a "
+                    "probgen Objective")

@@ -1,7 +1,7 @@
 """Model families, each a PyroModule with ``model()`` and ``guide()``."""
 
-from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register_family, trace_log_weights
-from .diffusion import Diffusion, DiffusionELBO
+from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register_family
+from .diffusion import Diffusion
 from .flow import Flow, Quantized
 from .gan import GAN
 from .priors import resolve_prior
@@ -11,7 +11,6 @@ __all__ = [
     "DecoderMean",
     "DecoderModel",
     "Diffusion",
-    "DiffusionELBO",
     "FAMILIES",
     "Flow",
     "GAN",
@@ -21,5 +20,4 @@ __all__ = [
     "build_model",
     "register_family",
     "resolve_prior",
-    "trace_log_weights",
 ]

@@ -1,44 +1,57 @@
-"""The protocol every probgen model keeps, and the importance weights all families share.
+"""The protocol every probgen model keeps, written once: :class:`GenerativeModel`.
 
 A model is a :class:`pyro.nn.PyroModule` built from the data's description first (a
-:class:`~probgen.DataInfo`; an event shape alone means real-valued data), with
+:class:`~probgen.DataInfo`; an event shape alone means real-valued data). Everything outside
+``probgen.models`` (the training loop, the estimators, the diagnostics, the command line)
+uses a model through these members only, with no branch on its family:
 
-- ``model(x=None)``: the generative program; the data site is ``"x"`` under the plate
-  ``"data"`` (dim -1); with ``x=None`` it samples;
-- ``guide(x)``: the amortized variational program (empty for a flow);
-- ``sample(n)``: ``n`` draws in the data's space;
-- ``log_weights(x, num_samples)``: a ``(num_samples, num_data)`` tensor of log importance
-  weights :math:`\\log p(x, z) - \\log q(z \\mid x)` with :math:`z \\sim q`, from which
-  :func:`probgen.log_likelihood` forms the ELBO, the IWAE bound or the exact value;
-- ``validate(x)``: raises a clear error on data the model cannot score (wrong shape, not
-  finite, off the support of ``info``) before any work starts;
-- ``info``: the :class:`~probgen.DataInfo` of the data it scores, saved in its ``config``;
-- class attributes ``family``, ``likelihood_methods`` (the estimators that are valid for
-  it, best first), ``default_objective`` (the name of the objective :func:`probgen.fit`
-  uses when none is given) and ``fit_defaults`` (options of :func:`probgen.fit` that this
-  family needs unless the caller sets them, such as a GAN's Adam betas).
+``info``
+    The :class:`~probgen.DataInfo` of the data it scores, saved in its ``config``.
+``model(x=None, *, num_data=None, ...)``
+    The generative program; the data site is ``"x"`` under the plate ``"data"`` (dim -1);
+    with ``x=None`` it samples ``num_data`` points.
+``guide(x, ...)``
+    The amortized variational program (empty for a flow on real data; the fixed forward
+    process of a diffusion model; none needed by a GAN). Importance weights
+    :math:`\log p(x, z) - \log q(z \mid x)` come from tracing the two
+    (:func:`probgen.infer.weights.log_weights`).
+``elbo_terms(x, num_samples)``
+    An unbiased estimate of the ELBO split into named per-data-point terms, for a family
+    that has one cheaper than its traces (diffusion); ``None`` otherwise.
+``sample(n, *, mean=False, ...)``
+    ``n`` draws in the data's space; with ``mean=True`` the observation model's mean given
+    the latents where the family has one (what sample grids show). Further keyword options
+    are named in ``sample_options``.
+``validate(x, what)``
+    A clear error on data the model cannot score (wrong shape, not finite, off the support
+    of ``info``), raised before any work starts.
+``without_param_sites()`` and ``announce_parameters()``
+    How the loop runs the programs without the ``param`` statements only
+    :class:`pyro.infer.SVI` reads, and how an objective that does not run them lets SVI see
+    the parameters (:mod:`probgen.models.pyro_params`).
+class attributes
+    ``family`` (the name a checkpoint's config rebuilds it by), ``likelihood_methods``
+    (the estimators valid for it, best first; a tuple, which a family may compute per
+    instance), ``default_objective`` (the name of the objective :func:`probgen.fit` uses
+    when none is given, one of ``probgen.infer.OBJECTIVES``), ``fit_defaults`` (options of
+    :func:`probgen.fit` this family needs unless the caller sets them, such as a GAN's Adam
+    betas) and ``sample_options``.
+
+:class:`DecoderModel` adds what annealed importance sampling reads: ``prior_distribution()``
+and ``observation(z)``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
 import math
-import weakref
 
-import pyro
-import pyro.infer
-import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroModule, pyro_method
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import am_i_wrapped, effectful
-from torch.distributions import constraints
+from pyro.nn import PyroModule
 
 from ..distributions import DataInfo, Likelihood, integer_levels
+from .pyro_params import announce_parameters, announce_params_for_svi, param_sites_unread
 
-__all__ = ["GenerativeModel", "DifferentiableELBO", "announce_parameters", "param_sites_unread", "trace_log_weights", "FAMILIES", "register_family", "build_model", "upgrade_config", "DecoderModel"]
+__all__ = ["GenerativeModel", "DecoderModel", "FAMILIES", "register_family", "build_model", "upgrade_config"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -90,136 +103,6 @@ def upgrade_config(config: dict) -> dict:
     return config
 
 
-def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> torch.Tensor:
-    """Log importance weights ``log p(x, z) - log q(z | x)``, shape ``(num_samples, num_data)``.
-
-    The guide and the replayed model run once, vectorized over an outer plate of
-    ``num_samples`` particles (dim -2), so no Python loop runs per particle or per data
-    point. Every sample site's log-density is kept per data point (the plate ``"data"``
-    at dim -1), which is what a per-data-point likelihood needs.
-    """
-    with pyro.plate("_particles", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide_fn).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(*args, **kwargs)
-    log_w = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()  # applies each site's scale and mask
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                log_w = log_w + sign * site["log_prob"]
-    if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2 or log_w.shape[0] != num_samples:
-        raise ValueError(
-            "expected the model's sample sites to be batched as (particles, data) under plate "
-            f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}"
-        )
-    return log_w
-
-
-class DifferentiableELBO(pyro.infer.ELBO):
-    """A Pyro ELBO defined by its ``differentiable_loss`` alone.
-
-    Subclasses implement ``differentiable_loss(model, guide, *args)``; this base derives
-    ``loss`` and ``loss_and_grads`` from it, so the objective works both in
-    :func:`probgen.fit` and in :class:`pyro.infer.SVI`.
-    """
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        raise NotImplementedError
-
-    def _get_trace(self, model, guide, args, kwargs):
-        # pyro.infer.ELBO's abstract hook: one guide trace and the model replayed on it
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        return model_trace, guide_trace
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
-
-
-class _ParamSitesForSVI(Messenger):
-    """Make the ``param`` sites of plain ``nn.Module`` parameters usable by ``pyro.infer.SVI``.
-
-    Under ``module_local_params`` a PyroModule announces the parameters of its plain
-    submodules with ``param`` statements whose value is the bare ``nn.Parameter``, while
-    SVI asks every param site's value for ``.unconstrained()``. This handler gives such a
-    site a view of the parameter that answers it, leaving the parameter itself untouched.
-    """
-
-    def _process_message(self, msg):
-        if msg["type"] == "param" and msg["value"] is None and len(msg["args"]) > 1:
-            param = msg["args"][1]
-            if isinstance(param, torch.nn.Parameter) and not hasattr(param, "unconstrained"):
-                alias = param.view_as(param)
-                alias.unconstrained = weakref.ref(param)
-                msg["value"] = alias
-                msg["done"] = True
-
-
-def announce_parameters(module: torch.nn.Module) -> None:
-    """Emit one ``param`` statement per parameter of ``module``, for Pyro handlers.
-
-    Objectives that compute their loss without running ``model``/``guide`` call this so
-    that :class:`pyro.infer.SVI` still finds the parameters it should step. Outside any
-    Pyro handler (as in :func:`probgen.fit`) it returns at once.
-    """
-    if not am_i_wrapped():
-        return
-    with _ParamSitesForSVI():
-        for name, param in module.named_parameters():
-            effectful(type="param")(lambda *_, value=param, **__: value)(
-                name, param, constraint=constraints.real, name=name
-            )
-
-
-_PARAM_SITES_UNREAD = contextvars.ContextVar("probgen_param_sites_unread", default=False)
-_PYRO_METHOD_CODE = pyro_method(lambda self: None).__code__
-
-
-def _uses_pyro_attributes(model: torch.nn.Module) -> bool:
-    return any(
-        isinstance(m, PyroModule) and (m._pyro_params or m._pyro_samples) for m in model.modules()
-    )
-
-
-@contextlib.contextmanager
-def param_sites_unread(model: torch.nn.Module):
-    """Run ``model.model``/``model.guide`` without Pyro's module context inside this block.
-
-    :func:`probgen.fit` and the likelihood estimators step and read module parameters
-    directly and never read ``param`` sites, while announcing every weight on every call
-    costs about as much as a small network's forward pass. Models holding ``PyroParam``
-    or ``PyroSample`` attributes need the context to work at all; for them nothing changes.
-    """
-    if _uses_pyro_attributes(model):
-        yield
-        return
-    token = _PARAM_SITES_UNREAD.set(True)
-    try:
-        yield
-    finally:
-        _PARAM_SITES_UNREAD.reset(token)
-
-
-def _announce_params_for_svi(method):
-    # the body without pyro_method's module context, for param_sites_unread
-    bare = method.__wrapped__ if getattr(method, "__code__", None) is _PYRO_METHOD_CODE else method
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if _PARAM_SITES_UNREAD.get():
-            return bare(self, *args, **kwargs)
-        with _ParamSitesForSVI():
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
 class GenerativeModel(PyroModule):
     """Base class of probgen's models. See the module docstring for the protocol."""
 
@@ -227,12 +110,13 @@ class GenerativeModel(PyroModule):
         super().__init_subclass__(**kwargs)
         for name in ("model", "guide"):
             if name in cls.__dict__:
-                setattr(cls, name, _announce_params_for_svi(cls.__dict__[name]))
+                setattr(cls, name, announce_params_for_svi(cls.__dict__[name]))
 
     family = "model"
     likelihood_methods: tuple[str, ...] = ("iwae", "elbo")
-    default_objective = "elbo"
+    default_objective: str = "elbo"
     fit_defaults: dict = {}
+    sample_options: tuple[str, ...] = ()
 
     def __init__(self, data, likelihood: Likelihood | None = None, *, support_stated: bool = False):
         """:param data: a :class:`~probgen.DataInfo`, its config dict, or an event shape
@@ -305,8 +189,24 @@ class GenerativeModel(PyroModule):
         :class:`~probgen.DataInfo` as a dict."""
         return self._data_spec
 
-    def log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-        return trace_log_weights(self.model, self.guide, num_samples, x)
+    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1, *, validate: bool = True) -> dict[str, torch.Tensor] | None:
+        """Named per-data-point terms that sum to an unbiased estimate of the ELBO, for a
+        family that computes them more cheaply than its traces; ``None`` here.
+        ``validate=False`` skips the checks of ``x`` (the loop validated the data up front)."""
+        return None
+
+    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def without_param_sites(self):
+        """A context in which ``model()`` and ``guide()`` skip the ``param`` statements that
+        only :class:`pyro.infer.SVI` reads (see :func:`~probgen.models.pyro_params.param_sites_unread`)."""
+        return param_sites_unread(self)
+
+    def announce_parameters(self) -> None:
+        """Emit a ``param`` statement per parameter under Pyro handlers (an objective that
+        computes its loss without running the programs calls it for SVI's sake)."""
+        announce_parameters(self)
 
     def extra_repr(self) -> str:
         return f"info={self.info}"

@@ -61,10 +61,10 @@ from torch import nn
 from ..checks import positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
-from .base import DifferentiableELBO, GenerativeModel, announce_parameters, register_family
+from .base import GenerativeModel, register_family
 from .schedules import LOGSNR_MAX, LOGSNR_MIN, LogSNRSchedule, ScheduleKind, schedule as make_schedule
 
-__all__ = ["Diffusion", "DiffusionELBO", "Parameterization", "Sampler", "DEFAULT_CONTINUOUS_STEPS", "default_logsnr_max"]
+__all__ = ["Diffusion", "Parameterization", "Sampler", "DEFAULT_CONTINUOUS_STEPS", "default_logsnr_max"]
 
 # the step count of a continuous-time model's explicit chain and sampler, unless given
 DEFAULT_CONTINUOUS_STEPS = 1000
@@ -111,37 +111,6 @@ def _enum(kind, value, what):
         return kind(value)
     except ValueError:
         raise ValueError(f"unknown {what} {value!r}; expected one of {[k.value for k in kind]}") from None
-
-
-class DiffusionELBO(DifferentiableELBO):
-    r"""The fast, unbiased estimator of a :class:`Diffusion`'s ELBO, as a Pyro ELBO.
-
-    ``differentiable_loss(diff.model, diff.guide, x)`` is minus the sum over data points of
-    :meth:`Diffusion.elbo_terms` with ``num_particles`` timesteps per point. It has the same
-    expectation as ``TraceMeanField_ELBO`` on the explicit chain, at the cost of one network
-    evaluation per data point instead of :math:`T`. It is :class:`Diffusion`'s
-    ``default_objective``, so :func:`probgen.fit` trains with it; it also works with
-    :class:`pyro.infer.SVI`.
-    """
-
-    def __init__(self, num_particles: int = 1):
-        super().__init__(num_particles=num_particles)
-
-    @staticmethod
-    def _diffusion(model) -> "Diffusion":
-        owner = getattr(model, "__self__", None)
-        if not isinstance(owner, Diffusion):
-            raise TypeError(
-                "DiffusionELBO scores a probgen Diffusion: pass its bound methods, "
-                f"differentiable_loss(diff.model, diff.guide, x); got {model!r}"
-            )
-        return owner
-
-    def differentiable_loss(self, model, guide, x, *args, **kwargs):
-        diffusion = self._diffusion(model)
-        announce_parameters(diffusion)  # lets pyro.infer.SVI find what to step
-        terms = diffusion._elbo_terms(x, self.num_particles)
-        return -sum(terms.values()).sum()
 
 
 class _CallableNetwork(nn.Module):
@@ -229,7 +198,8 @@ class Diffusion(GenerativeModel):
     """
 
     likelihood_methods = ("elbo",)
-    default_objective = DiffusionELBO
+    #: :class:`probgen.infer.TermsELBO`, the one-timestep estimator of :meth:`elbo_terms`
+    default_objective = "terms"
     #: :func:`probgen.fit` keeps a moving average of the weights (decay 0.999) and leaves the
     #: model with it: the ancestral sampler amplifies the jitter of the last iterate at low
     #: signal-to-noise ratios, so samples from one epoch's weights are biased by more than
@@ -476,16 +446,15 @@ class Diffusion(GenerativeModel):
             t = torch.ceil(t * self.num_steps).clamp(min=1) / self.num_steps
         return t
 
-    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> dict[str, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1, *, validate: bool = True) -> dict[str, torch.Tensor]:
         """The fast estimator's per-data-point terms ``{"prior", "diffusion",
         "reconstruction"}`` in nats, each averaged over ``num_samples`` stratified timesteps
-        and noise draws. They sum to an unbiased estimate of the ELBO."""
-        self.validate(x)
-        positive_int(num_samples, "num_samples")
-        return self._elbo_terms(x, num_samples)
-
-    def _elbo_terms(self, x: torch.Tensor, num_samples: int) -> dict[str, torch.Tensor]:
-        # the training step's path: pg.fit validated the data once, before training
+        and noise draws. They sum to an unbiased estimate of the ELBO. ``validate=False``
+        (the training step's path: :func:`probgen.fit` validated the data once) skips the
+        checks."""
+        if validate:
+            self.validate(x)
+            positive_int(num_samples, "num_samples")
         x = x.to(self.levels.device)
         times = self._stratified_times((num_samples, len(x)), x.device)
         chunk = max(1, _VALUES_PER_PASS // (len(x) * self.num_dims))

@@ -49,7 +49,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import AffineTransform, ReshapeTransform, SigmoidTransform
 
 from ..flows import FLOW_KINDS, FlowDistribution, build, check_context
-from .base import GenerativeModel, register_family, trace_log_weights
+from .base import GenerativeModel, register_family
 
 __all__ = ["Flow", "Quantized"]
 
@@ -175,7 +175,6 @@ class Flow(GenerativeModel):
             self.dequantizer = build("iaf", dim, num_layers=2, hidden=hidden, context_dim=dim)
 
         # exact log p(x) for real data; bounds on log P(x) for dequantized discrete data
-        self.exact = not discrete
         self.likelihood_methods = ("exact",) if not discrete else ("iwae", "elbo")
         if isinstance(transform, str) and base is None:
             self.config = {
@@ -242,12 +241,6 @@ class Flow(GenerativeModel):
             # through y - x, which float rounding could push onto the cell's far edge
             shift = AffineTransform(flat, 1.0, event_dim=1, cache_size=1)
             return pyro.sample("y", dist.TransformedDistribution(noise, [*transforms, shift]))
-
-    def log_weights(self, x: torch.Tensor, num_samples: int, given: torch.Tensor | None = None) -> torch.Tensor:
-        if self.discrete:
-            return trace_log_weights(self.model, self.guide, num_samples, x, given=given)
-        # no latent variable: every "importance weight" is the exact log p(x)
-        return self.density(self._context(given, len(x))).log_prob(x).expand(num_samples, len(x))
 
     def log_prob(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
         """Exact :math:`\\log p(x)` per data point (real data only)."""

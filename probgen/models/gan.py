@@ -58,9 +58,7 @@ from ..nn import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenera
 from .base import DecoderModel, register_family
 from .priors import resolve_prior
 
-__all__ = ["GAN", "LOSSES"]
-
-LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+__all__ = ["GAN"]
 
 
 class _Scaled(nn.Module):
@@ -94,7 +92,9 @@ class GAN(DecoderModel):
         binary and discrete data its output is squashed into the levels' range.
     :param discriminator: a module mapping data ``(n,) + event_shape`` to ``n`` real scores
         (default: an MLP for vectors, a DCGAN discriminator for images).
-    :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``: the default objective.
+    :param loss: ``"nonsaturating"``, ``"hinge"`` or ``"wgan-gp"``: the adversarial loss of the
+        default objective (:class:`probgen.infer.AdversarialLoss`; :func:`probgen.fit` refuses
+        another name before any work).
     :param spectral_norm: spectrally normalize the discriminator's linear and conv layers.
     :param obs_noise: the observation noise, ``None`` for the implicit model: the standard
         deviation :math:`\\sigma` of the Gaussian (real data, data units), the logistic's
@@ -162,8 +162,6 @@ class GAN(DecoderModel):
         info = DataInfo.of(data)
         event_shape = info.event_shape
         positive_int(latent_dim, "latent_dim")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
         if network is None:
             network = "dcgan" if len(event_shape) in (2, 3) and all(s % 4 == 0 for s in event_shape[-2:]) else "mlp"
         if network not in ("mlp", "dcgan"):
@@ -242,11 +240,11 @@ class GAN(DecoderModel):
     # -- the protocol ---------------------------------------------------------------------
 
     @property
-    def default_objective(self):
-        from ..infer.adversarial import Adversarial
-
-        # pack, gp_weight and r1_weight: the objective reads them from this model
-        return Adversarial(self.loss, discriminator_steps=self.discriminator_steps)
+    def default_objective(self) -> str:
+        """The adversarial objective by name, ``"loss:k"`` with ``k`` discriminator steps
+        (:class:`probgen.infer.Adversarial`, which reads ``pack``, ``r1_weight`` and
+        ``gp_weight`` from this model)."""
+        return f"{self.loss}:{self.discriminator_steps}"
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """:math:`G(z)` in the data's space: squashed into ``(0, K-1)`` for binary and discrete data."""

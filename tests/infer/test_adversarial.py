@@ -12,15 +12,8 @@ import torch
 from torch import nn
 
 import probgen as pg
-from probgen.infer.adversarial import (
-    discriminator_loss,
-    divergence_estimate,
-    generator_loss,
-    gradient_penalty,
-    r1_penalty,
-    pack,
-    packed_event_shape,
-)
+from probgen.infer.adversarial import AdversarialLoss, gradient_penalty, r1_penalty
+from probgen.nn import pack, packed_event_shape
 
 
 class Linear1(nn.Module):
@@ -56,21 +49,23 @@ def test_losses_on_a_hand_made_discriminator():
         "wgan-gp": ((-1 + 3) / 2 - (2 + 0.5) / 2, -(-1 + 3) / 2),
     }
     for loss, (d_expected, g_expected) in cases.items():
-        assert discriminator_loss(loss, real, fake).item() == pytest.approx(d_expected, rel=1e-6)
-        assert generator_loss(loss, fake).item() == pytest.approx(g_expected, rel=1e-6)
+        assert AdversarialLoss(loss).discriminator_loss(real, fake).item() == pytest.approx(d_expected, rel=1e-6)
+        assert AdversarialLoss(loss).generator_loss(fake).item() == pytest.approx(g_expected, rel=1e-6)
     # a perfect discriminator: the losses reach their minima and the divergences their maxima
     big = torch.tensor([50.0])
-    assert discriminator_loss("nonsaturating", big, -big).item() == pytest.approx(0, abs=1e-6)
-    assert divergence_estimate("nonsaturating", 0.0) == pytest.approx(math.log(2))
-    assert discriminator_loss("hinge", big, -big).item() == 0 and divergence_estimate("hinge", 0.0) == 1
+    assert AdversarialLoss("nonsaturating").discriminator_loss(big, -big).item() == pytest.approx(0, abs=1e-6)
+    assert AdversarialLoss("nonsaturating").divergence_estimate(0.0) == pytest.approx(math.log(2))
+    hinge = AdversarialLoss("hinge")
+    assert hinge.discriminator_loss(big, -big).item() == 0 and hinge.divergence_estimate(0.0) == 1
     # a discriminator that cannot tell them apart: divergence 0
     zero = torch.zeros(3)
-    assert divergence_estimate("nonsaturating", discriminator_loss("nonsaturating", zero, zero).item()) == pytest.approx(0, abs=1e-6)
-    assert divergence_estimate("hinge", discriminator_loss("hinge", zero, zero).item()) == 0
+    nonsaturating = AdversarialLoss("nonsaturating")
+    assert nonsaturating.divergence_estimate(nonsaturating.discriminator_loss(zero, zero).item()) == pytest.approx(0, abs=1e-6)
+    assert hinge.divergence_estimate(hinge.discriminator_loss(zero, zero).item()) == 0
     # the generator lowers its loss by raising the discriminator's score of its samples
     for loss in ("nonsaturating", "hinge", "wgan-gp"):
-        assert generator_loss(loss, fake + 1) < generator_loss(loss, fake)
-        assert discriminator_loss(loss, real + 1, fake - 1) < discriminator_loss(loss, real, fake)
+        assert AdversarialLoss(loss).generator_loss(fake + 1) < AdversarialLoss(loss).generator_loss(fake)
+        assert AdversarialLoss(loss).discriminator_loss(real + 1, fake - 1) < AdversarialLoss(loss).discriminator_loss(real, fake)
 
 
 def test_gradient_penalty_equals_a_per_example_computation():
@@ -185,16 +180,16 @@ def test_packed_losses_score_groups_of_points(loss):
     model = FixedGenerator(fake)
     real_scores = real.reshape(3, 4) @ d.w.detach() + 0.25
     fake_scores = fake.reshape(3, 4) @ d.w.detach() + 0.25
-    expected = divergence_estimate(loss, discriminator_loss(loss, real_scores, fake_scores).item())
+    expected = AdversarialLoss(loss).divergence_estimate(AdversarialLoss(loss).discriminator_loss(real_scores, fake_scores).item())
     assert objective.eval_loss(model, real) == pytest.approx(expected, rel=1e-5)
     losses = {}
     objective.train_step(model, real, lambda group, value: losses.setdefault(group, value.item()))
-    assert losses["generator"] == pytest.approx(generator_loss(loss, fake_scores).item(), rel=1e-5)
+    assert losses["generator"] == pytest.approx(AdversarialLoss(loss).generator_loss(fake_scores).item(), rel=1e-5)
     if loss == "wgan-gp":
         # a linear critic's gradient is w everywhere: the penalty is per packed group
         penalty = 10 * (d.w.detach().norm() - 1) ** 2
         assert losses["discriminator"] == pytest.approx(
-            discriminator_loss(loss, real_scores, fake_scores).item() + penalty.item(), rel=1e-5)
+            AdversarialLoss(loss).discriminator_loss(real_scores, fake_scores).item() + penalty.item(), rel=1e-5)
 
 
 def test_pack_defaults_to_the_model_and_fit_checks_batch_sizes(tmp_path):
@@ -254,7 +249,7 @@ def test_r1_weight_adds_the_penalty_to_every_discriminator_step(loss):
                          lambda group, value: totals.append(value.item()) if group == "discriminator" else None)
     real_scores = real.reshape(3, 4) @ d.w.detach() + 0.25
     fake_scores = fake.reshape(3, 4) @ d.w.detach() + 0.25
-    plain = discriminator_loss(loss, real_scores, fake_scores).item()
+    plain = AdversarialLoss(loss).discriminator_loss(real_scores, fake_scores).item()
     assert totals == pytest.approx([plain + 2.0 * (1 + 4 + 0.25 + 9)] * 2, rel=1e-5)
     # the data the step received are not modified or left requiring grad
     assert not real.requires_grad
@@ -264,7 +259,8 @@ def test_penalty_weights_default_to_the_model_and_are_checked(tmp_path):
     gan = pg.GAN((2,), 2, hidden=(16,), r1_weight=0.5, loss="wgan-gp", gp_weight=0.1)
     objective = pg.infer.resolve_objective(gan)
     assert objective.r1_weight is None and objective._r1_weight(gan) == 0.5
-    assert objective._gp_weight(gan) == 0.1 and pg.GAN((2,), 2).default_objective._gp_weight(pg.GAN((2,), 2)) == 10.0
+    plain = pg.GAN((2,), 2)
+    assert objective._gp_weight(gan) == 0.1 and pg.infer.resolve_objective(plain)._gp_weight(plain) == 10.0
     # an objective built by hand also takes the model's weights unless given its own
     assert pg.infer.Adversarial("wgan-gp")._gp_weight(gan) == 0.1
     assert pg.infer.Adversarial("wgan-gp", gp_weight=5)._gp_weight(gan) == 5.0
@@ -275,7 +271,7 @@ def test_penalty_weights_default_to_the_model_and_are_checked(tmp_path):
     assert all(math.isfinite(v) for v in run.history["train_loss"])
     pg.save_model(gan, tmp_path / "gan.pt")
     loaded = pg.load_model(tmp_path / "gan.pt")
-    assert loaded.r1_weight == 0.5 and loaded.default_objective._gp_weight(loaded) == 0.1
+    assert loaded.r1_weight == 0.5 and pg.infer.resolve_objective(loaded)._gp_weight(loaded) == 0.1
     for bad in (-1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="r1_weight must be a non-negative finite number"):
             pg.infer.Adversarial(r1_weight=bad)

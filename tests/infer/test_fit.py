@@ -88,7 +88,7 @@ class ExplodingObjective(pg.infer.SVIObjective):
     """Turns the loss non-finite at one step of the second epoch."""
 
     def __init__(self):
-        super().__init__(pg.infer.OBJECTIVES["elbo"]())
+        super().__init__(pg.infer.parse_objective("elbo"))
         self.calls = 0
 
     def train_step(self, model, batch, update):

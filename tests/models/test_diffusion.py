@@ -12,7 +12,8 @@ import torch
 
 import probgen as pg
 from probgen.infer.objectives import SVIObjective, resolve_objective
-from probgen.models.diffusion import DiffusionELBO, default_logsnr_max
+from probgen.infer import TermsELBO
+from probgen.models.diffusion import default_logsnr_max
 from probgen.models.schedules import CosineSchedule, LearnedSchedule, LinearSchedule, schedule
 
 GAUSSIAN_ENTROPY = 0.5 * math.log(2 * math.pi * math.e)  # 1.41894 nats: -E log N(x; 0, 1)
@@ -308,7 +309,7 @@ def test_trained_model_samples_are_reproducible_with_a_seed():
 def test_fit_trains_with_the_fast_estimator_by_default_and_improves_the_bound():
     diff = pg.Diffusion((6,), num_steps=50, likelihood="bernoulli")
     objective = resolve_objective(diff)
-    assert isinstance(objective, SVIObjective) and isinstance(objective.elbo, DiffusionELBO)
+    assert isinstance(objective, SVIObjective) and isinstance(objective.elbo, TermsELBO)
     torch.manual_seed(0)
     x = (torch.rand(512, 6) < torch.tensor([0.9, 0.1, 0.5, 0.9, 0.1, 0.5])).float()
     before = pg.log_likelihood(diff, x[:200], method="elbo", num_samples=8).mean
@@ -336,10 +337,10 @@ def test_save_and_load_rebuild_the_same_model(tmp_path):
 def test_plain_pyro_svi_steps_with_the_fast_estimator():
     diff = pg.Diffusion((3,))
     x = torch.randn(16, 3)
-    svi = pyro.infer.SVI(diff.model, diff.guide, pyro.optim.Adam({"lr": 1e-3}), loss=DiffusionELBO())
+    svi = pyro.infer.SVI(diff.model, diff.guide, pyro.optim.Adam({"lr": 1e-3}), loss=TermsELBO())
     assert math.isfinite(svi.step(x))
-    with pytest.raises(TypeError, match="DiffusionELBO scores a probgen Diffusion"):
-        DiffusionELBO().differentiable_loss(lambda x: None, lambda x: None, x)
+    with pytest.raises(TypeError, match=r"TermsELBO scores a model with elbo_terms\(x, num_samples\)"):
+        TermsELBO().differentiable_loss(lambda x: None, lambda x: None, x)
 
 
 def test_model_without_data_samples_through_the_chain():
@@ -402,11 +403,11 @@ def test_a_trained_optdigits_model_beats_the_uniform_distribution_over_levels():
 
 
 def test_the_fast_estimator_trains_under_pyro_svi():
-    """DiffusionELBO computes its loss without tracing the chain; it must still hand its
+    """TermsELBO computes its loss without tracing the chain; it must still hand its
     parameters to pyro.infer.SVI through param statements."""
     torch.manual_seed(0)
     diff = pg.Diffusion((2,), num_steps=None)
-    svi = pyro.infer.SVI(diff.model, diff.guide, pyro.optim.Adam({"lr": 1e-2}), DiffusionELBO())
+    svi = pyro.infer.SVI(diff.model, diff.guide, pyro.optim.Adam({"lr": 1e-2}), TermsELBO())
     before = [p.clone() for p in diff.parameters()]
     x = pg.datasets.load("moons").train[:256]
     for _ in range(3):

@@ -107,8 +107,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_gan_bad_input():
-    with pytest.raises(ValueError, match="unknown loss 'wgan'"):
-        pg.GAN((2,), 2, loss="wgan")
+    with pytest.raises(ValueError, match=r"unknown objective 'wgan:1'; expected one of .*'hinge'.*'wgan-gp'"):
+        pg.fit(pg.GAN((2,), 2, loss="wgan"), torch.randn(8, 2), epochs=1, progress=False)
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
         pg.GAN((2,), 0)
     with pytest.raises(ValueError, match="obs_noise must be a positive finite number"):

@@ -171,15 +171,13 @@ def test_a_callable_likelihood_needs_a_decoder():
 def test_fit_skips_param_statements_only_where_that_is_safe(digits):
     from pyro.nn import PyroParam
 
-    from probgen.models.base import param_sites_unread
-
     def param_sites(vae):
         trace = poutine.trace(vae.model).get_trace(digits.train[:4])
         return [name for name, site in trace.nodes.items() if site["type"] == "param"]
 
     plain = small_vae()
     assert param_sites(plain)  # SVI needs them outside fit
-    with param_sites_unread(plain):
+    with plain.without_param_sites():
         assert param_sites(plain) == []
 
     class LearnedPriorScale(pg.VAE):
@@ -189,7 +187,7 @@ def test_fit_skips_param_statements_only_where_that_is_safe(digits):
 
     custom = LearnedPriorScale((8, 8), 4, likelihood="categorical", num_levels=17, hidden=(16, 16))
     custom.prior_scale = PyroParam(torch.ones(4), constraint=dist.constraints.positive)
-    with param_sites_unread(custom):  # a Pyro-managed attribute: the module context stays
+    with custom.without_param_sites():  # a Pyro-managed attribute: the module context stays
         assert "prior_scale" in param_sites(custom)
     pg.fit(custom, digits.train[:256], epochs=2, progress=False)
     assert not torch.equal(custom.prior_scale, torch.ones(4))

@@ -1,0 +1,97 @@
+"""Importance weights of a model's traces, and the evaluation mode every estimator runs in.
+
+Every likelihood estimator and diagnostic reads the same quantity, the log importance
+weights :math:`\log w = \log p(x, z) - \log q(z \mid x)` with :math:`z \sim q(z \mid x)`,
+computed by running a model's guide and replaying its model on the guide's draws
+(:func:`log_weights`). A model without latent variables (a flow on real data) has an empty
+guide, and its weights are its exact :math:`\log p(x)`.
+
+:func:`evaluating` is the one way they run: evaluation mode, no gradients, Pyro's argument
+checks off (the data were validated up front), the ``param`` statements that only
+:class:`pyro.infer.SVI` reads skipped, the random state seeded the one way probgen seeds it
+(:func:`seed_everything`), and the model's training mode restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from ..checks import positive_int
+
+__all__ = ["trace_log_weights", "log_weights", "importance_log_weights", "evaluating", "seed_everything",
+           "VALUES_PER_PASS"]
+
+#: data values (samples x data points x dimensions) per vectorized pass of an estimator: the
+#: one memory budget that sizes particle batches everywhere
+VALUES_PER_PASS = 2**22
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), Python's and NumPy's generators: the one seeding rule of
+    :func:`probgen.fit` and the estimators."""
+    pyro.set_rng_seed(seed)
+
+
+def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> torch.Tensor:
+    """Log importance weights ``log p(x, z) - log q(z | x)``, shape ``(num_samples, num_data)``.
+
+    The guide and the replayed model run once, vectorized over an outer plate of
+    ``num_samples`` particles (dim -2), so no Python loop runs per particle or per data
+    point. Every sample site's log-density is kept per data point (the plate ``"data"``
+    at dim -1), which is what a per-data-point likelihood needs.
+    """
+    with pyro.plate("_particles", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide_fn).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(*args, **kwargs)
+    log_w = 0.0
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        trace.compute_log_prob()  # applies each site's scale and mask
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                log_w = log_w + sign * site["log_prob"]
+    if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2 or log_w.shape[0] != num_samples:
+        raise ValueError(
+            "expected the model's sample sites to be batched as (particles, data) under plate "
+            f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}"
+        )
+    return log_w
+
+
+def log_weights(model, x: torch.Tensor, num_samples: int, **kwargs) -> torch.Tensor:
+    """``model``'s log importance weights on the batch ``x``: ``(num_samples, len(x))``;
+    ``kwargs`` go to its ``model`` and ``guide`` (a conditional flow's ``given``)."""
+    return trace_log_weights(model.model, model.guide, num_samples, x, **kwargs)
+
+
+@contextlib.contextmanager
+def evaluating(model, seed: int | None = 0):
+    """Evaluate ``model`` inside this block (see the module docstring); ``seed=None`` leaves
+    the random state alone."""
+    if seed is not None:
+        seed_everything(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False), model.without_param_sites():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_size: int = 100,
+                           seed: int | None = 0) -> torch.Tensor:
+    """The model's log importance weights for every data point: ``(num_samples, len(x))``, on
+    the CPU, in the model's dtype (from which the PSIS diagnostics judge what is rounding);
+    ``batch_size`` data points per pass."""
+    positive_int(num_samples, "num_samples")
+    positive_int(batch_size, "batch_size")
+    model.validate(x)
+    device = model.device
+    with evaluating(model, seed):
+        parts = [log_weights(model, x[start : start + batch_size].to(device), num_samples).cpu()
+                 for start in range(0, len(x), batch_size)]
+    return torch.cat(parts, 1)
