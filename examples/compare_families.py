@@ -106,6 +106,6 @@ print(f"VAE ELBO        : {pg.log_likelihood(models['vae'], test, method='elbo',
 # The figure: each model's mean with its standard error (left), and the paired difference
 # to the best model with the paired standard error (right). Triangles mark lower bounds:
 # the true value lies to their right.
-path = table.plot(os.path.join(args.out, "compare.png"))
+path = pg.diagnostics.save_comparison(table, os.path.join(args.out, "compare.png"))
 table.to_dataframe().to_csv(os.path.join(args.out, "table.csv"))
 print(f"wrote {path}")

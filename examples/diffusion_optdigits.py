@@ -44,7 +44,7 @@ print(diff.extra_repr())
 # Training runs the fast, unbiased one-timestep estimator (:class:`~probgen.infer.TermsELBO`), the model's
 # default objective, in the same loop as every other family.
 result = pg.fit(diff, data.train[: args.num_train], data.valid, epochs=args.epochs, batch_size=128, lr=2e-3)
-result.plot(f"{args.out}/loss.png")
+pg.diagnostics.save_loss_curve(result.history, f"{args.out}/loss.png")
 
 # %%
 # The test bound, with its three terms (prior, diffusion, reconstruction).

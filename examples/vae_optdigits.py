@@ -44,7 +44,7 @@ print("IWAE - ELBO per digit, mean:", (iwae.pointwise - elbo.pointwise).mean().i
 
 # %%
 # The loss curve and digits drawn from the model (each the decoder's mean for one z).
-run.plot("vae_optdigits_loss.png")
+pg.diagnostics.save_loss_curve(run.history, "vae_optdigits_loss.png")
 pg.diagnostics.save_sample_grid(vae.sample(64, mean=True), "vae_optdigits_samples.png", num_levels=17)
 
 import matplotlib.pyplot as plt  # noqa: E402  (shown in the rendered gallery)

@@ -16,7 +16,6 @@ others still run, and the command exits with an error naming it.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -80,13 +79,10 @@ def _family_arguments(parser):
 
 
 def _samples(model, n, **options):
-    accepted = inspect.signature(model.sample).parameters
-    unknown = sorted(set(options) - set(accepted))
+    unknown = sorted(set(options) - set(model.sample_options))
     if unknown:
         raise ValueError(f"{model.family} sampling takes no {', '.join('--' + name for name in unknown)}")
-    if "mean" in accepted:
-        return model.sample(n, mean=True, **options)
-    return model.sample(n, **options)
+    return model.sample(n, mean=True, **options)
 
 
 def _save_samples(model, info, path, n=64, reference=None, **options):
@@ -122,7 +118,7 @@ def cmd_fit(args):
     )
     print(result)
     save_checkpoint({"config": model.config, "model": model.state_dict(), "data": args.data}, out / "model.pt")
-    result.plot(out / "loss.png")
+    pg.diagnostics.save_loss_curve(result.history, out / "loss.png", title=f"{args.family} on {args.data}")
     _save_samples(model, data.info, out / "samples.png", reference=data.test[:2000])
     if data.info.event_shape == (2,) and "exact" in model.likelihood_methods:
         # an exact density on 2-D data (a flow): draw it beside the data
@@ -259,7 +255,7 @@ def cmd_compare(args):
     print(table)
     (out / "table.md").write_text(f"# {args.data}: test log-likelihood, budget {args.budget!r}\n\n" + table.to_markdown())
     table.to_dataframe().to_csv(out / "table.csv")
-    table.plot(out / "compare.png", title=f"{args.data}: test log-likelihood per data point")
+    pg.diagnostics.save_comparison(table, out / "compare.png", title=f"{args.data}: test log-likelihood per data point")
 
     idata_x = test[: budget["idata_points"]]
     # bounds the memory of a long chain of latents (a diffusion model's trace holds every level)

@@ -2,7 +2,7 @@
 
 ``probgen.datasets.DataInfo`` stays importable; the class lives in :mod:`probgen.distributions`."""
 
-from ._core import DataInfo, Dataset, available, load, random_subset, split_off_validation
+from ._core import DataInfo as DataInfo, Dataset, available, load, random_subset, split_off_validation  # DataInfo kept importable here
 from ._files import BINARIZED_MNIST_URL, data_root, download_binarized_mnist, parse_amat
 from ._toy import TOY_SIZES, mode_centers, sample_toy
 

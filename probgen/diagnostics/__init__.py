@@ -4,7 +4,7 @@ The ArviZ export (:func:`to_inference_data`, :func:`load_inference_data`, :func:
 is loaded on first use: ArviZ takes seconds to import.
 """
 
-from .plots import save_loss_curve, save_sample_grid, save_scatter
+from .plots import save_comparison, save_density, save_figure, save_loss_curve, save_sample_grid, save_scatter
 from .psis import ParetoKWarning, PSISResult, pareto_smooth, psis_khat
 
 _ARVIZ_EXPORTS = ("load_inference_data", "plot_khat", "to_inference_data")
@@ -16,6 +16,9 @@ __all__ = [
     "pareto_smooth",
     "plot_khat",
     "psis_khat",
+    "save_comparison",
+    "save_density",
+    "save_figure",
     "save_loss_curve",
     "save_sample_grid",
     "save_scatter",

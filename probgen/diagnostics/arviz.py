@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import site_is_subsample
 
 from ..checks import positive_int
-from ..infer.likelihood import LikelihoodEstimate, log_likelihood as estimate_log_likelihood
-from ..infer import importance_log_weights, seed_everything
+from ..infer import LikelihoodEstimate, importance_log_weights, log_likelihood as estimate_log_likelihood, seed_everything
+from .plots import save_figure
 from .psis import psis_result
 
 with warnings.catch_warnings():
@@ -69,7 +69,7 @@ class _LatentRecorder(Messenger):
         self._last: dict[str, torch.Tensor] = {}
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] != "sample" or msg["is_observed"] or isinstance(msg["fn"], _Subsample):
+        if msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg):
             return
         name, value = msg["name"], msg["value"]
         if name.startswith("_") or (self.keep is not None and name not in self.keep) or self._last.get(name) is value:
@@ -231,7 +231,4 @@ def plot_khat(idata: "az.InferenceData", path: str | Path, title: str = "") -> P
         az.plot_khat(idata.sample_stats["pareto_k"].values, ax=ax, show_hlines=True, threshold=0.7, show=False)
     ax.set_xlabel("data point")
     ax.set_title(title or "Pareto k of the importance weights, per data point")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""Figures people would rather see than read: sample grids, scatter plots, loss curves.
+"""Figures people would rather see than read: sample grids, scatter plots, loss curves,
+densities and model comparisons.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects directly (no pyplot), so
 they work on machines without a display and leave the user's pyplot state alone.
@@ -11,7 +12,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_sample_grid", "save_scatter", "save_loss_curve", "save_density"]
+__all__ = ["save_figure", "save_sample_grid", "save_scatter", "save_loss_curve", "save_density", "save_comparison"]
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure to ``path`` as a PNG (its folder is made if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
 
 
 def save_sample_grid(samples: torch.Tensor, path: str | Path, num_levels: int | None = None, nrow: int | None = None) -> Path:
@@ -52,10 +61,7 @@ def save_scatter(samples: torch.Tensor, path: str | Path, reference: torch.Tenso
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=4)
     ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)
 
 
 def save_loss_curve(history: dict, path: str | Path, title: str = "") -> Path:
@@ -73,10 +79,7 @@ def save_loss_curve(history: dict, path: str | Path, title: str = "") -> Path:
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -117,7 +120,33 @@ def save_density(
     ax = fig.add_subplot(1, panels, panels)
     ax.imshow(density.numpy(), origin="lower", extent=extent, cmap="viridis", aspect="equal")
     ax.set_title(title or "model density")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path)
+
+
+def save_comparison(table, path: str | Path, title: str = "") -> Path:
+    """Save a :class:`~probgen.infer.Comparison` as a PNG: each model's mean log-likelihood
+    with its standard error (left) and its paired difference to the best model with that
+    difference's standard error (right). Bounds are drawn as triangles pointing to where the
+    true value lies."""
+    from matplotlib.figure import Figure
+
+    rows = [row for row in table.rows if not row.error]
+    fig = Figure(figsize=(10, 0.6 * len(rows) + 1.8))
+    left, right = fig.subplots(1, 2, sharey=True)
+    positions = list(range(len(rows)))[::-1]
+    markers = {"exact": "o", "bound": ">", "estimate": "D"}
+    for y, row in zip(positions, rows):
+        marker = markers.get(row.kind, "s")
+        left.errorbar(row.mean_nats, y, xerr=row.stderr, fmt=marker, color="tab:blue", capsize=3)
+        if row.model != table.best:
+            right.errorbar(row.diff, y, xerr=row.diff_stderr, fmt=marker, color="tab:gray", capsize=3)
+        else:
+            right.plot(0.0, y, marker, color="tab:blue")
+    right.axvline(0.0, color="tab:blue", linestyle=":", linewidth=1)
+    mixed = len({est.density for est in table.estimates.values()}) > 1
+    labels = [f"{row.model} ({row.kind}{', density' if mixed and table.estimates[row.model].density else ''})" for row in rows]
+    left.set_yticks(positions, labels)
+    left.set_xlabel("mean log p(x) per data point [nats] ± se")
+    right.set_xlabel("difference to the best model [nats] ± paired se")
+    fig.suptitle(title or f"model comparison on {table.num_data} data points (> : lower bound)")
+    return save_figure(fig, path)

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from ..infer import LikelihoodEstimate, importance_log_weights
+from .plots import save_figure
 
 __all__ = ["PSISResult", "ParetoKWarning", "pareto_smooth", "psis_khat"]
 
@@ -208,10 +209,7 @@ class PSISResult:
         ax.set_ylabel("Pareto shape k-hat")
         ax.set_title(title or "importance weights per data point")
         ax.legend(loc="best")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        return path
+        return save_figure(fig, path)
 
 
 def smoothed_log_likelihood(smoothed_log_weights: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 
 from ..checks import choice, non_negative_number, positive_int
-from ..nn import pack, packed_event_shape
+from ..nn import pack
 from .objectives import OBJECTIVES, Objective, ObjectiveName
 
 __all__ = ["Adversarial", "AdversarialLoss", "gradient_penalty", "r1_penalty"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -154,37 +153,6 @@ class Comparison:
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in body]
         return "\n".join(lines + [""] + [f"- {note}" for note in self.notes()]) + "\n"
 
-    def plot(self, path: str | Path, title: str = "") -> Path:
-        """Save the comparison as a PNG: each model's mean log-likelihood with its standard
-        error (left) and its paired difference to the best model with that difference's
-        standard error (right). Bounds are drawn as triangles pointing to where the true
-        value lies."""
-        from matplotlib.figure import Figure
-
-        rows = [row for row in self.rows if not row.error]
-        fig = Figure(figsize=(10, 0.6 * len(rows) + 1.8))
-        left, right = fig.subplots(1, 2, sharey=True)
-        positions = list(range(len(rows)))[::-1]
-        markers = {"exact": "o", "bound": ">", "estimate": "D"}
-        for y, row in zip(positions, rows):
-            marker = markers.get(row.kind, "s")
-            left.errorbar(row.mean_nats, y, xerr=row.stderr, fmt=marker, color="tab:blue", capsize=3)
-            if row.model != self.best:
-                right.errorbar(row.diff, y, xerr=row.diff_stderr, fmt=marker, color="tab:gray", capsize=3)
-            else:
-                right.plot(0.0, y, marker, color="tab:blue")
-        right.axvline(0.0, color="tab:blue", linestyle=":", linewidth=1)
-        mixed = len({est.density for est in self.estimates.values()}) > 1
-        labels = [f"{row.model} ({row.kind}{', density' if mixed and self.estimates[row.model].density else ''})" for row in rows]
-        left.set_yticks(positions, labels)
-        left.set_xlabel("mean log p(x) per data point [nats] ± se")
-        right.set_xlabel("difference to the best model [nats] ± paired se")
-        fig.suptitle(title or f"model comparison on {self.num_data} data points (> : lower bound)")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        return path
-
     def __repr__(self):
         return f"Comparison(best={self.best!r}, models={[row.model for row in self.rows]}, num_data={self.num_data})"
 
@@ -224,7 +192,7 @@ def compare(
     :param on_error: ``"raise"``, or ``"report"``: a model whose scoring fails gets a row
         that says why (and a warning) instead of stopping the comparison.
     :returns: a :class:`Comparison`; ``str()`` prints the table, ``.to_dataframe()``,
-        ``.to_markdown()`` and ``.plot(path)`` give the rest.
+        ``.to_markdown()`` give the rest; :func:`probgen.diagnostics.save_comparison` draws it.
 
     Example::
 

@@ -46,12 +46,6 @@ class FitResult:
     checkpoint_dir: Path | None = None
     loss_unit: str = "nats"
 
-    def plot(self, path: str | Path) -> Path:
-        """Save the loss curves as a PNG."""
-        from ..diagnostics.plots import save_loss_curve
-
-        return save_loss_curve(self.history, path)
-
     def __repr__(self):
         return (
             f"FitResult(epochs_run={self.epochs_run}, best_epoch={self.best_epoch}, "

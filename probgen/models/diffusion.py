@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -58,7 +58,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import choice, positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
 from .base import GenerativeModel, register_family
@@ -106,13 +106,6 @@ def default_logsnr_max(num_levels: int | None) -> float:
     return math.log1p(-sigma2) - math.log(sigma2)
 
 
-def _enum(kind, value, what):
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {[k.value for k in kind]}") from None
-
-
 class _CallableNetwork(nn.Module):
     def __init__(self, fn):
         super().__init__()
@@ -126,12 +119,21 @@ def _sigmoid(value: float) -> float:
     return 1.0 / (1.0 + math.exp(-value)) if value >= 0 else math.exp(value) / (1.0 + math.exp(value))
 
 
-def _end_coefficients(logsnr_min: float, logsnr_max: float) -> tuple[float, float, float, float]:
-    r""":math:`(\alpha_0, \sigma_0, \alpha_1^2, \log\sigma_1^2)` as Python floats (float64).
-    Every schedule starts at ``logsnr_max`` and ends at ``logsnr_min`` by construction (the
-    learned one pins them), so the end points need no tensor work on each call."""
-    alpha0, sigma0 = math.sqrt(_sigmoid(logsnr_max)), math.sqrt(_sigmoid(-logsnr_max))
-    return alpha0, sigma0, _sigmoid(logsnr_min), -math.log1p(math.exp(logsnr_min))
+class EndCoefficients(NamedTuple):
+    r"""The forward process at its two ends, as Python floats (float64): :math:`\alpha_0,
+    \sigma_0` where the decoder takes over, and :math:`\alpha_1^2, \log\sigma_1^2` where the
+    prior does. Every schedule starts at ``logsnr_max`` and ends at ``logsnr_min`` by
+    construction (the learned one pins them), so the ends need no tensor work on each call."""
+
+    alpha0: float
+    sigma0: float
+    alpha1_squared: float
+    log_sigma1_squared: float
+
+    @classmethod
+    def of(cls, logsnr_min: float, logsnr_max: float) -> "EndCoefficients":
+        return cls(math.sqrt(_sigmoid(logsnr_max)), math.sqrt(_sigmoid(-logsnr_max)), _sigmoid(logsnr_min),
+                   -math.log1p(math.exp(logsnr_min)))
 
 
 class _VarianceGradient(torch.autograd.Function):
@@ -198,6 +200,7 @@ class Diffusion(GenerativeModel):
     """
 
     likelihood_methods = ("elbo",)
+    sample_options = ("steps", "sampler")
     #: :class:`probgen.infer.TermsELBO`, the one-timestep estimator of :meth:`elbo_terms`
     default_objective = "terms"
     #: :func:`probgen.fit` keeps a moving average of the weights (decay 0.999) and leaves the
@@ -239,11 +242,11 @@ class Diffusion(GenerativeModel):
         if logsnr_max is None:
             logsnr_max = default_logsnr_max(likelihood.num_levels if likelihood.support != "real" else None)
         self.num_steps = num_steps
-        self.parameterization = _enum(Parameterization, parameterization, "parameterization")
+        self.parameterization = choice(parameterization, Parameterization, "parameterization")
         if isinstance(schedule, LogSNRSchedule):
             self.schedule = schedule
         else:
-            kind = _enum(ScheduleKind, schedule, "schedule")
+            kind = choice(schedule, ScheduleKind, "schedule")
             self.schedule = make_schedule(kind, logsnr_min, logsnr_max)
         if network is None:
             if len(event_shape) == 1:
@@ -267,7 +270,7 @@ class Diffusion(GenerativeModel):
         # plain attributes, read on every step: a PyroModule's buffer and submodule lookups
         # cost microseconds each
         self._num_levels = len(levels)
-        self._ends = _end_coefficients(self.schedule.logsnr_min, self.schedule.logsnr_max)
+        self._ends = EndCoefficients.of(self.schedule.logsnr_min, self.schedule.logsnr_max)
 
         if rebuildable:
             self.config = {
@@ -289,9 +292,9 @@ class Diffusion(GenerativeModel):
         """Whether the data are binary or :math:`K`-level (the decoder is categorical)."""
         return self._num_levels > 0
 
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """Data to the diffusion's space: levels to :math:`[-1, 1]`, real data unchanged."""
-        if self.discrete:
+    def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Data to the space the process diffuses: levels to :math:`[-1, 1]`, real data unchanged."""
+        if self.discrete:  # the DataInfo's own map, without its lookups on the hot path
             return x * (2.0 / (self._num_levels - 1)) - 1.0
         return x
 
@@ -348,7 +351,7 @@ class Diffusion(GenerativeModel):
         Written as squared distances, :math:`-(z_0 - \alpha_0 y_k)^2 / 2\sigma_0^2`, the
         logits stay well-conditioned in float32: the difference is formed before it is
         squared and scaled, so no large, nearly equal numbers are subtracted."""
-        alpha, sigma, _, _ = self._ends
+        alpha, sigma = self._ends.alpha0, self._ends.sigma0
         distance = z0.unsqueeze(-1) - (alpha * self.levels).to(z0.dtype)
         return torch.log_softmax(distance.square() * (-0.5 / sigma**2), -1)
 
@@ -357,7 +360,7 @@ class Diffusion(GenerativeModel):
         event_dims = len(self.event_shape)
         if self.discrete:
             return dist.Categorical(logits=self._level_log_probs(z0)).to_event(event_dims)
-        alpha, sigma, _, _ = self._ends
+        alpha, sigma = self._ends.alpha0, self._ends.sigma0
         return dist.Normal(z0 / alpha, torch.full_like(z0, sigma / alpha)).to_event(event_dims)
 
     def _chain_times(self, steps: int | None) -> torch.Tensor:
@@ -379,8 +382,8 @@ class Diffusion(GenerativeModel):
 
     def prior_term(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`-\mathrm{KL}(q(z_1 \mid x) \,\|\, \mathcal{N}(0, I))` per data point (nats, :math:`\le 0`)."""
-        _, _, alpha2, log_sigma2 = self._ends
-        y = self.scale(x)
+        alpha2, log_sigma2 = self._ends.alpha1_squared, self._ends.log_sigma1_squared
+        y = self.to_diffusion_space(x)
         # sigma^2 - 1 = -alpha^2, written so that nothing cancels as alpha -> 0
         kl = 0.5 * (alpha2 * (y.square() - 1) - log_sigma2)
         return -kl.flatten(-len(self.event_shape)).sum(-1)
@@ -388,8 +391,8 @@ class Diffusion(GenerativeModel):
     def reconstruction_term(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p(x \mid z_0)` with :math:`z_0 = \alpha_0 y + \sigma_0\,\text{noise}`
         (batch shape of ``noise``; ``x`` broadcasts)."""
-        alpha, sigma, _, _ = self._ends
-        y = self.scale(x)
+        alpha, sigma = self._ends.alpha0, self._ends.sigma0
+        y = self.to_diffusion_space(x)
         z0 = alpha * y + sigma * noise
         if self.discrete:
             # the decoder's log_prob, without a distribution object's broadcasting and checks
@@ -407,7 +410,7 @@ class Diffusion(GenerativeModel):
         :math:`t \sim U(0, 1]` (or uniform :math:`i`) and the noise, either is the diffusion
         term of the ELBO.
         """
-        y = self.scale(x)
+        y = self.to_diffusion_space(x)
         schedule = self.schedule
         t = t.to(x.device, torch.float64)
         logsnr = schedule(t)
@@ -498,7 +501,7 @@ class Diffusion(GenerativeModel):
         times = self._chain_times(steps)
         logsnr = self.schedule(times)
         steps = len(times) - 1
-        y = self.scale(x)
+        y = self.to_diffusion_space(x)
         alpha, sigma = _alpha_sigma(logsnr[0])
         with pyro.plate("data", len(x), dim=-1):
             z = pyro.sample(
@@ -510,8 +513,9 @@ class Diffusion(GenerativeModel):
         return z
 
     @torch.no_grad()
-    def sample(self, n: int, *, steps: int | None = None, sampler: str = "ancestral") -> torch.Tensor:
-        """``n`` draws in the data's space (levels for discrete data).
+    def sample(self, n: int, *, mean: bool = False, steps: int | None = None, sampler: str = "ancestral") -> torch.Tensor:
+        """``n`` draws in the data's space (levels for discrete data); with ``mean=True`` the
+        decoder's mean given :math:`z_0` instead (the expected level, for sample grids).
 
         :param steps: reverse steps; fewer than ``num_steps`` respaces the grid evenly.
             Default: ``num_steps``, or :data:`DEFAULT_CONTINUOUS_STEPS` in continuous time.
@@ -520,7 +524,7 @@ class Diffusion(GenerativeModel):
             :math:`[-1, 1]`, the range the data live in.
         """
         positive_int(n, "n")
-        sampler = _enum(Sampler, sampler, "sampler")
+        sampler = choice(sampler, Sampler, "sampler")
         times = self._chain_times(steps)
         logsnr = self.schedule(times)
         z = torch.randn(n, *self.event_shape, device=self.levels.device)
@@ -536,7 +540,13 @@ class Diffusion(GenerativeModel):
                 alpha_s, sigma_s = _alpha_sigma(logsnr[j + 1])
                 eps_hat = (z - alpha_t.float() * y_hat) / sigma_t.float()
                 z = alpha_s.float() * y_hat + sigma_s.float() * eps_hat
-        return self.decoder(z).sample().to(z.dtype)
+        decoder = self.decoder(z)
+        if not mean:
+            return decoder.sample().to(z.dtype)
+        if self.discrete:  # the expected level under the categorical decoder
+            levels = torch.arange(self._num_levels, device=z.device, dtype=z.dtype)
+            return decoder.base_dist.probs @ levels
+        return decoder.mean
 
     def extra_repr(self) -> str:
         time = "continuous" if self.num_steps is None else f"num_steps={self.num_steps}"

@@ -49,6 +49,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import AffineTransform, ReshapeTransform, SigmoidTransform
 
 from ..flows import FLOW_KINDS, FlowDistribution, build, check_context
+from ..checks import positive_int
 from .base import GenerativeModel, register_family
 
 __all__ = ["Flow", "Quantized"]
@@ -127,6 +128,7 @@ class Flow(GenerativeModel):
     """
 
     default_objective = "elbo"
+    sample_options = ("given",)
 
     def __init__(
         self,
@@ -250,8 +252,10 @@ class Flow(GenerativeModel):
         return self.density(self._context(given, len(x))).log_prob(x)
 
     @torch.no_grad()
-    def sample(self, n: int, *, given: torch.Tensor | None = None) -> torch.Tensor:
-        """``n`` draws in the data's space (discrete data: quantized levels)."""
+    def sample(self, n: int, *, mean: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` draws in the data's space (discrete data: quantized levels). A flow has no
+        observation noise to average out: ``mean=True`` draws the same way."""
+        positive_int(n, "n")
         return self.model(num_data=n, given=given)
 
     def extra_repr(self) -> str:

@@ -295,6 +295,7 @@ class GAN(DecoderModel):
         """``n`` draws of :math:`x` on the data's support: from the observation model with
         ``obs_noise``, else :math:`G(z)` (rounded to the nearest level on binary and discrete
         data). With ``mean=True``, :math:`G(z)` itself (what sample grids show)."""
+        positive_int(n, "n")
         z = self.prior_distribution().sample((n,))
         if self.obs_noise is not None and not mean:
             return self.observation(z).sample()

@@ -29,16 +29,13 @@ import torch.nn.functional as F
 from pyro.nn import pyro_method
 from torch import nn
 
+from ..checks import positive_int
 from ..distributions import (
     DataInfo,
     Likelihood,
-    MixturePrior,
-    StandardNormalPrior,
-    VampPrior,
-    check_prior,
     likelihood_for,
 )
-from ..flows import FLOW_KINDS, build as build_flow, prior as flow_prior
+from ..flows import build as build_flow
 from ..nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import DecoderModel, register_family
 from .priors import resolve_prior
@@ -239,6 +236,7 @@ class VAE(DecoderModel):
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
         """``n`` draws of :math:`x`; with ``mean=True`` the likelihood's mean given each
         :math:`z` instead (what sample grids show)."""
+        positive_int(n, "n")
         z = self.prior_distribution().sample((n,))
         output = self.decoder(z)
         if mean:
