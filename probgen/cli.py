@@ -24,7 +24,7 @@ import torch
 
 import probgen as pg
 
-from .infer.checkpoint import load_checkpoint, save_checkpoint
+from .infer.checkpoint import load_checkpoint
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
 
@@ -117,7 +117,7 @@ def cmd_fit(args):
         device=args.device, seed=args.seed, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
     )
     print(result)
-    save_checkpoint({"config": model.config, "model": model.state_dict(), "data": args.data}, out / "model.pt")
+    pg.save_model(model, out / "model.pt", data=args.data)
     pg.diagnostics.save_loss_curve(result.history, out / "loss.png", title=f"{args.family} on {args.data}")
     _save_samples(model, data.info, out / "samples.png", reference=data.test[:2000])
     if data.info.event_shape == (2,) and "exact" in model.likelihood_methods:
@@ -216,7 +216,7 @@ def _train_family(family, data, budget, args, out):
         sigma, _ = pg.infer.select_obs_noise(model, valid[:32], num_samples=4, num_steps=ais["num_steps"],
                                              leapfrog_steps=ais["leapfrog_steps"])
         print(f"{family}: observation noise {sigma:.4g} chosen by AIS on validation data")
-    save_checkpoint({"config": model.config, "model": model.state_dict(), "data": args.data}, out / "models" / f"{family}.pt")
+    pg.save_model(model, out / "models" / f"{family}.pt", data=args.data)
     _save_samples(model, data.info, out / f"samples_{family}.png", reference=data.test[:2000])
     return model
 

@@ -187,3 +187,22 @@ def test_the_discrete_gan_likelihood_matches_an_exact_oracle(support, noise):
     assert estimate.kind == "estimate" and not estimate.density
     # AIS over 64 chains of a 1-D posterior: its error here is a few thousandths of a nat
     torch.testing.assert_close(estimate.pointwise, exact, atol=0.03, rtol=0)
+
+
+def test_checkpoint_formats(tmp_path):
+    model = build("vae", INFOS["levels"])
+    path = pg.save_model(model, tmp_path / "model.pt", data="six levels")
+    state = pg.infer.load_checkpoint(path)
+    assert state["format"] == pg.infer.CHECKPOINT_FORMAT and state["data"] == "six levels"
+    # format 1: an "event_shape" config, as written before models took the data's description
+    old = {"config": {"family": "vae", "event_shape": [6], "latent_dim": 2, "likelihood": "categorical",
+                      "num_levels": 17, "prior": "normal", "posterior": "normal", "network": "mlp", "hidden": [16],
+                      "activation": "silu"}, "model": pg.VAE(SHAPE, 2, likelihood="categorical", num_levels=17,
+                                                           hidden=(16,)).state_dict()}
+    torch.save(old, tmp_path / "old.pt")
+    assert pg.load_model(tmp_path / "old.pt").info == pg.DataInfo(SHAPE, "discrete", 17)
+    torch.save({**state, "format": 99}, tmp_path / "new.pt")
+    with pytest.raises(pg.infer.CheckpointError, match=r"format 99, by a newer probgen; this version reads formats 1 to 2"):
+        pg.load_model(tmp_path / "new.pt")
+    with pytest.raises(ValueError, match="may not use the checkpoint's own keys"):
+        pg.save_model(model, tmp_path / "x.pt", config={})

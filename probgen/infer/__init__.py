@@ -1,6 +1,6 @@
 """Inference: the training loop, objectives, likelihood estimators, checkpoints."""
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
 from .fit import FitResult, NonFiniteLossError, fit, resolve_device
 from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator, resolve_method
 from .compare import Comparison, ComparisonRow, compare
@@ -20,6 +20,7 @@ from .adversarial import Adversarial, AdversarialLoss, gradient_penalty
 from .ais import BDMCResult, bdmc, select_obs_noise, sigmoid_schedule
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "Adversarial",
     "AdversarialLoss",
     "BDMCResult",

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "save_model", "load_model"]
+__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "save_model", "load_model"]
+
+#: the layout of the checkpoints this version writes: 1, models configured by ``event_shape``
+#: and per-family support options; 2, by the data's description (``"data"``). Format 1 loads
+#: (its configs are rewritten, :func:`probgen.models.upgrade_config`); a newer one is refused.
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -47,17 +52,27 @@ def load_checkpoint(path: str | Path, map_location="cpu", required=("model",)) -
         ) from error
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} lacks the entries {list(required)} of a probgen checkpoint")
+    written = state.get("format", 1)
+    if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} was written in checkpoint format {written!r}, by a newer probgen; this version "
+            f"reads formats 1 to {CHECKPOINT_FORMAT}: upgrade probgen to load it"
+        )
     return state
 
 
-def save_model(model, path: str | Path) -> Path:
-    """Save a model's ``config`` and weights, so :func:`load_model` can rebuild it."""
+def save_model(model, path: str | Path, **metadata) -> Path:
+    """Save a model's ``config`` and weights, so :func:`load_model` can rebuild it;
+    ``metadata`` (plain values, e.g. ``data="optdigits"``) is saved beside them."""
     if not getattr(model, "config", None):
         raise ValueError(
             "this model was built from custom modules and has no config to rebuild it from; "
             "save its state_dict() and rebuild it in your own code"
         )
-    return save_checkpoint({"config": model.config, "model": model.state_dict()}, path)
+    reserved = {"format", "config", "model"} & set(metadata)
+    if reserved:
+        raise ValueError(f"metadata may not use the checkpoint's own keys {sorted(reserved)}")
+    return save_checkpoint({"format": CHECKPOINT_FORMAT, "config": model.config, "model": model.state_dict(), **metadata}, path)
 
 
 def load_model(path: str | Path, map_location="cpu"):

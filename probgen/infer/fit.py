@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..checks import positive_int
 from .averaging import WeightAverage, check_ema
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
 from .weights import seed_everything
 
@@ -354,7 +354,7 @@ def fit(
                 best_epoch, best_loss = epoch, current
             if checkpoint_dir is not None:
                 snapshot = {
-                    "format": 1,
+                    "format": CHECKPOINT_FORMAT,
                     "config": getattr(model, "config", None),
                     "model": average.averaged_state_dict(model) if average is not None else model.state_dict(),
                     "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},

@@ -1,6 +1,6 @@
 """Model families, each a PyroModule with ``model()`` and ``guide()``."""
 
-from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register_family
+from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register_family, upgrade_config
 from .diffusion import Diffusion
 from .flow import Flow, Quantized
 from .gan import GAN
@@ -20,4 +20,5 @@ __all__ = [
     "build_model",
     "register_family",
     "resolve_prior",
+    "upgrade_config",
 ]
