@@ -1,9 +1,10 @@
-r"""Flow builders: stacks of nflows layers as Pyro transforms, a class and a factory each.
+r"""Flow builders: stacks of nflows layers as Pyro transforms, one kind of flow per
+:class:`FlowKind`, built by :func:`build`.
 
-Every builder stacks ``num_layers`` nflows steps with a mixing layer between steps (a
-reversal, a random permutation, or an LU-decomposed linear map, option ``linear``) and
-returns a :class:`~probgen.flows.NflowsTransform`, or with ``context_dim`` a
-:class:`~probgen.flows.ConditionalNflowsTransform` whose networks also read a context.
+:func:`build` stacks ``num_layers`` nflows steps with a mixing layer between steps (a
+reversal, a random permutation, or an LU-decomposed linear map, option ``mixing``) and
+returns a :class:`FlowTransform`, or with ``context_dim`` a :class:`ConditionalFlowTransform`
+whose networks also read a context.
 
 The direction trade-off (``D`` is the dimension; "one pass" is one network evaluation):
 
@@ -24,8 +25,8 @@ turns any kind around (``iaf`` is ``maf`` with ``inverse=True``).
 
 Options (keyword arguments of every builder):
 
-- ``linear``: ``"reverse"`` (default for autoregressive kinds), ``"random"`` or ``"lu"``
-  (default for coupling kinds) between steps;
+- ``mixing``: ``"reverse"`` (default for autoregressive kinds), ``"random"`` or ``"lu"``
+  (default for coupling kinds): the layer between steps;
 - ``num_blocks``: residual blocks per conditioner network (default 2);
 - ``inverse``: swap the two directions (default False; True for ``iaf``);
 - splines only: ``num_bins`` (default 8) and ``tail_bound`` (default 5.0): the spline
@@ -51,84 +52,41 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from typing import Callable
+
 import torch
 from nflows import transforms as nt
 from nflows.nn.nets import ResidualNet
 
-from ..checks import positive_int
+from ..checks import choice, positive_int
 from .bridge import ConditionalNflowsTransform, NflowsTransform
 
-__all__ = [
-    "FLOW_KINDS",
-    "LULinear",
-    "FlowTransform",
-    "ConditionalFlowTransform",
-    "MAF",
-    "IAF",
-    "RealNVP",
-    "NSF",
-    "NSFCoupling",
-    "ConditionalMAF",
-    "ConditionalIAF",
-    "ConditionalRealNVP",
-    "ConditionalNSF",
-    "ConditionalNSFCoupling",
-    "maf",
-    "iaf",
-    "realnvp",
-    "nsf",
-    "nsf_coupling",
-    "build",
-    "nflows_stack",
-]
-
-_COMMON = {"linear", "num_blocks", "inverse"}
-_SPLINE = {"num_bins", "tail_bound"}
+__all__ = ["FLOW_KINDS", "FlowKind", "Mixing", "LULinear", "FlowTransform", "ConditionalFlowTransform", "build",
+           "nflows_stack"]
 
 
-def _coupling_net(hidden, context_dim, num_blocks):
-    def create(in_features, out_features):
-        return ResidualNet(in_features, out_features, hidden, context_features=context_dim, num_blocks=num_blocks)
+class FlowKind(str, enum.Enum):
+    """The named flows (module docstring)."""
 
-    return create
-
-
-def _mask(dim, index):
-    # alternate which half is transformed; the mixing layers shuffle in between
-    return (torch.arange(dim) + index) % 2
+    MAF = "maf"
+    IAF = "iaf"
+    NSF = "nsf"
+    REALNVP = "realnvp"
+    NSF_COUPLING = "nsf_coupling"
 
 
-def _maf_step(dim, hidden, context_dim, index, num_blocks, **_):
-    return nt.MaskedAffineAutoregressiveTransform(dim, hidden, context_features=context_dim, num_blocks=num_blocks)
+class Mixing(str, enum.Enum):
+    """The layer between two flow steps."""
+
+    REVERSE = "reverse"
+    RANDOM = "random"
+    LU = "lu"
 
 
-def _nsf_step(dim, hidden, context_dim, index, num_blocks, num_bins=8, tail_bound=5.0, **_):
-    return nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
-        dim, hidden, context_features=context_dim, num_bins=num_bins, tails="linear",
-        tail_bound=tail_bound, num_blocks=num_blocks,
-    )
+FLOW_KINDS = tuple(kind.value for kind in FlowKind)
 
-
-def _realnvp_step(dim, hidden, context_dim, index, num_blocks, **_):
-    return nt.AffineCouplingTransform(_mask(dim, index), _coupling_net(hidden, context_dim, num_blocks))
-
-
-def _nsf_coupling_step(dim, hidden, context_dim, index, num_blocks, num_bins=8, tail_bound=5.0, **_):
-    return nt.PiecewiseRationalQuadraticCouplingTransform(
-        _mask(dim, index), _coupling_net(hidden, context_dim, num_blocks), num_bins=num_bins,
-        tails="linear", tail_bound=tail_bound,
-    )
-
-
-# kind -> (step builder, allowed options, default mixing, whether steps split the vector)
-_KINDS = {
-    "maf": (_maf_step, _COMMON, "reverse", False),
-    "iaf": (_maf_step, _COMMON, "reverse", False),
-    "nsf": (_nsf_step, _COMMON | _SPLINE, "reverse", False),
-    "realnvp": (_realnvp_step, _COMMON, "lu", True),
-    "nsf_coupling": (_nsf_coupling_step, _COMMON | _SPLINE, "lu", True),
-}
-FLOW_KINDS = tuple(_KINDS)
 
 class LULinear(nt.LULinear):
     """nflows' LU-decomposed linear layer, with its inverse solved by
@@ -149,139 +107,114 @@ class LULinear(nt.LULinear):
         return torch.linalg.solve_triangular(upper, lower_inverse, upper=True)
 
 
-_MIXING = {
-    "reverse": nt.ReversePermutation,
-    "random": nt.RandomPermutation,
-    "lu": LULinear,
+_MIXING_LAYERS = {Mixing.REVERSE: nt.ReversePermutation, Mixing.RANDOM: nt.RandomPermutation, Mixing.LU: LULinear}
+
+
+def _autoregressive_affine(dim, hidden, context_dim, num_blocks):
+    return nt.MaskedAffineAutoregressiveTransform(dim, hidden, context_features=context_dim, num_blocks=num_blocks)
+
+
+def _autoregressive_spline(dim, hidden, context_dim, num_blocks, num_bins=8, tail_bound=5.0):
+    return nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+        dim, hidden, context_features=context_dim, num_bins=num_bins, tails="linear",
+        tail_bound=tail_bound, num_blocks=num_blocks,
+    )
+
+
+def _coupling_net(hidden, context_dim, num_blocks):
+    def create(in_features, out_features):
+        return ResidualNet(in_features, out_features, hidden, context_features=context_dim, num_blocks=num_blocks)
+
+    return create
+
+
+def _coupling_affine(mask, hidden, context_dim, num_blocks):
+    return nt.AffineCouplingTransform(mask, _coupling_net(hidden, context_dim, num_blocks))
+
+
+def _coupling_spline(mask, hidden, context_dim, num_blocks, num_bins=8, tail_bound=5.0):
+    return nt.PiecewiseRationalQuadraticCouplingTransform(
+        mask, _coupling_net(hidden, context_dim, num_blocks), num_bins=num_bins, tails="linear", tail_bound=tail_bound,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+    """How a kind of flow is stacked: its step, the options the step takes, the mixing layer
+    by default, whether it is a coupling flow (its first argument is a mask over the vector,
+    not the vector's size) and whether its steps run inverted."""
+
+    step: Callable[..., nt.Transform]
+    step_options: frozenset[str]
+    mixing: Mixing
+    coupling: bool
+    inverse: bool = False
+
+
+_SPLINE = frozenset({"num_bins", "tail_bound"})
+_RECIPES = {
+    FlowKind.MAF: _Recipe(_autoregressive_affine, frozenset(), Mixing.REVERSE, coupling=False),
+    FlowKind.IAF: _Recipe(_autoregressive_affine, frozenset(), Mixing.REVERSE, coupling=False, inverse=True),
+    FlowKind.NSF: _Recipe(_autoregressive_spline, _SPLINE, Mixing.REVERSE, coupling=False),
+    FlowKind.REALNVP: _Recipe(_coupling_affine, frozenset(), Mixing.LU, coupling=True),
+    FlowKind.NSF_COUPLING: _Recipe(_coupling_spline, _SPLINE, Mixing.LU, coupling=True),
 }
 
 
-def nflows_stack(kind: str, dim: int, num_layers: int, hidden: int, context_dim: int | None = None, **options):
-    """The nflows :class:`~nflows.transforms.CompositeTransform` (data to noise) that the
-    builders wrap; ``options`` as in the module docstring."""
-    if kind not in _KINDS:
-        raise ValueError(f"unknown flow kind {kind!r}; expected one of {list(FLOW_KINDS)}")
-    step, allowed, default_mixing, splits = _KINDS[kind]
-    unknown = set(options) - allowed
+def nflows_stack(kind: str, dim: int, num_layers: int, hidden: int, context_dim: int | None = None, *,
+                 mixing: str | None = None, num_blocks: int = 2, inverse: bool | None = None, **step_options):
+    """The nflows :class:`~nflows.transforms.CompositeTransform` (data to noise) that
+    :func:`build` wraps; options as in the module docstring."""
+    kind = choice(kind, FlowKind, "flow kind")
+    recipe = _RECIPES[kind]
+    unknown = set(step_options) - recipe.step_options
     if unknown:
-        raise TypeError(f"flow kind {kind!r} got unknown options {sorted(unknown)}; it accepts {sorted(allowed)}")
+        allowed = sorted(recipe.step_options | {"mixing", "num_blocks", "inverse"})
+        raise TypeError(f"flow kind {kind.value!r} got unknown options {sorted(unknown)}; it accepts {allowed}")
     positive_int(dim, "dim")
     positive_int(num_layers, "num_layers")
     positive_int(hidden, "hidden")
+    positive_int(num_blocks, "num_blocks")
     if context_dim is not None:
         positive_int(context_dim, "context_dim")
-    if splits and dim < 2:
-        raise ValueError(f"coupling flow {kind!r} splits the vector in two: it needs dim >= 2, got {dim}")
-    mixing = options.pop("linear", default_mixing)
-    if mixing not in _MIXING:
-        raise ValueError(f"linear must be one of {list(_MIXING)}, got {mixing!r}")
-    num_blocks = positive_int(options.pop("num_blocks", 2), "num_blocks")
-    inverse = bool(options.pop("inverse", kind == "iaf"))
+    if recipe.coupling and dim < 2:
+        raise ValueError(f"coupling flow {kind.value!r} splits the vector in two: it needs dim >= 2, got {dim}")
+    mixing_layer = _MIXING_LAYERS[choice(mixing or recipe.mixing, Mixing, "mixing")]
 
     layers = []
     for index in range(num_layers):
         if index > 0:
-            layers.append(_MIXING[mixing](dim))
-        layers.append(step(dim, hidden, context_dim, index, num_blocks, **options))
+            layers.append(mixing_layer(dim))
+        # a coupling step transforms the half of the vector its mask picks, alternating per step
+        first = (torch.arange(dim) + index) % 2 if recipe.coupling else dim
+        layers.append(recipe.step(first, hidden, context_dim, num_blocks, **step_options))
     stack = nt.CompositeTransform(layers)
+    inverse = recipe.inverse if inverse is None else bool(inverse)
     return nt.InverseTransform(stack) if inverse else stack
 
 
 class FlowTransform(NflowsTransform):
-    """Base of the named flows: ``kind`` picks the nflows steps."""
+    """A named flow of ``kind`` (:class:`FlowKind`) on ``dim``-vectors, as a Pyro transform
+    (noise to data)."""
 
-    kind = "maf"
+    def __init__(self, kind: str, dim: int, num_layers: int = 5, hidden: int = 64, **options):
+        super().__init__(nflows_stack(kind, dim, num_layers, hidden, None, **options), dim)
+        self.kind, self.num_layers, self.hidden = FlowKind(kind), num_layers, hidden
 
-    def __init__(self, dim: int, num_layers: int = 5, hidden: int = 64, **options):
-        super().__init__(nflows_stack(self.kind, dim, num_layers, hidden, None, **options), dim)
-        self.num_layers, self.hidden = num_layers, hidden
+    def extra_repr(self) -> str:
+        return f"kind={self.kind.value!r}, dim={self.dim}, num_layers={self.num_layers}, hidden={self.hidden}"
 
 
 class ConditionalFlowTransform(ConditionalNflowsTransform):
-    """Base of the named conditional flows: every conditioner network also reads the context."""
+    """A named flow whose conditioner networks also read a ``context_dim``-vector."""
 
-    kind = "maf"
+    def __init__(self, kind: str, dim: int, context_dim: int, num_layers: int = 5, hidden: int = 64, **options):
+        super().__init__(nflows_stack(kind, dim, num_layers, hidden, context_dim, **options), dim, context_dim)
+        self.kind, self.num_layers, self.hidden = FlowKind(kind), num_layers, hidden
 
-    def __init__(self, dim: int, context_dim: int, num_layers: int = 5, hidden: int = 64, **options):
-        super().__init__(nflows_stack(self.kind, dim, num_layers, hidden, context_dim, **options), dim, context_dim)
-        self.num_layers, self.hidden = num_layers, hidden
-
-
-class MAF(FlowTransform):
-    r"""Masked autoregressive flow: affine steps
-    :math:`u_i = x_i\,\sigma_i(x_{<i}) + \mu_i(x_{<i})` with MADE conditioners.
-    log_prob costs one pass, sampling ``D`` passes."""
-
-    kind = "maf"
-
-
-class IAF(FlowTransform):
-    r"""Inverse autoregressive flow: MAF run the other way round,
-    :math:`x_i = (u_i - \mu_i(u_{<i})) / \sigma_i(u_{<i})`.
-    Sampling (and scoring one's own samples) costs one pass; log_prob of given data ``D`` passes."""
-
-    kind = "iaf"
-
-
-class NSF(FlowTransform):
-    r"""Autoregressive neural spline flow: monotone rational-quadratic splines on
-    :math:`[-B, B]` whose knots come from MADE conditioners.
-    log_prob costs one pass, sampling ``D`` passes."""
-
-    kind = "nsf"
-
-
-class RealNVP(FlowTransform):
-    r"""Real NVP: affine coupling steps that transform half of the vector given the other
-    half, with LU-linear mixing between steps. log_prob and sampling cost one pass each."""
-
-    kind = "realnvp"
-
-
-class NSFCoupling(FlowTransform):
-    r"""Coupling neural spline flow: rational-quadratic spline coupling steps with
-    LU-linear mixing. log_prob and sampling cost one pass each."""
-
-    kind = "nsf_coupling"
-
-
-class ConditionalMAF(ConditionalFlowTransform):
-    """:class:`MAF` whose conditioners also read a context."""
-
-    kind = "maf"
-
-
-class ConditionalIAF(ConditionalFlowTransform):
-    """:class:`IAF` whose conditioners also read a context (the usual flow posterior)."""
-
-    kind = "iaf"
-
-
-class ConditionalNSF(ConditionalFlowTransform):
-    """:class:`NSF` whose conditioners also read a context."""
-
-    kind = "nsf"
-
-
-class ConditionalRealNVP(ConditionalFlowTransform):
-    """:class:`RealNVP` whose coupling networks also read a context."""
-
-    kind = "realnvp"
-
-
-class ConditionalNSFCoupling(ConditionalFlowTransform):
-    """:class:`NSFCoupling` whose coupling networks also read a context."""
-
-    kind = "nsf_coupling"
-
-
-_CLASSES = {
-    "maf": (MAF, ConditionalMAF),
-    "iaf": (IAF, ConditionalIAF),
-    "nsf": (NSF, ConditionalNSF),
-    "realnvp": (RealNVP, ConditionalRealNVP),
-    "nsf_coupling": (NSFCoupling, ConditionalNSFCoupling),
-}
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind.value!r}, dim={self.dim}, context_dim={self.context_dim}, "
+                f"num_layers={self.num_layers}, hidden={self.hidden}")
 
 
 def build(kind: str, dim: int, *, num_layers: int = 5, hidden: int = 64, context_dim: int | None = None, **options):
@@ -290,46 +223,18 @@ def build(kind: str, dim: int, *, num_layers: int = 5, hidden: int = 64, context
     :param dim: size of the vectors the flow acts on.
     :param num_layers: flow steps (mixing layers go between them).
     :param hidden: width of the conditioner networks.
-    :param context_dim: with a context size, a conditional flow
-        (:class:`~probgen.flows.ConditionalNflowsTransform`); without, a plain one.
-    :param options: see the module docstring (``linear``, ``num_blocks``, ``inverse``,
+    :param context_dim: with a context size, a :class:`ConditionalFlowTransform`; without,
+        a :class:`FlowTransform`.
+    :param options: see the module docstring (``mixing``, ``num_blocks``, ``inverse``,
         ``num_bins``, ``tail_bound``).
 
     Example::
 
         >>> import probgen as pg
         >>> t = pg.flows.build("nsf", 2, num_layers=2, hidden=16)
-        >>> type(t).__name__
-        'NSF'
+        >>> t.kind.value, t.dim
+        ('nsf', 2)
     """
-    if kind not in _CLASSES:
-        raise ValueError(f"unknown flow kind {kind!r}; expected one of {list(FLOW_KINDS)}")
-    plain, conditional = _CLASSES[kind]
     if context_dim is None:
-        return plain(dim, num_layers, hidden, **options)
-    return conditional(dim, context_dim, num_layers, hidden, **options)
-
-
-def maf(dim, *, num_layers=5, hidden=64, context_dim=None, **options):
-    """Factory of :class:`MAF` (or :class:`ConditionalMAF` with ``context_dim``)."""
-    return build("maf", dim, num_layers=num_layers, hidden=hidden, context_dim=context_dim, **options)
-
-
-def iaf(dim, *, num_layers=5, hidden=64, context_dim=None, **options):
-    """Factory of :class:`IAF` (or :class:`ConditionalIAF` with ``context_dim``)."""
-    return build("iaf", dim, num_layers=num_layers, hidden=hidden, context_dim=context_dim, **options)
-
-
-def nsf(dim, *, num_layers=5, hidden=64, context_dim=None, **options):
-    """Factory of :class:`NSF` (or :class:`ConditionalNSF` with ``context_dim``)."""
-    return build("nsf", dim, num_layers=num_layers, hidden=hidden, context_dim=context_dim, **options)
-
-
-def realnvp(dim, *, num_layers=5, hidden=64, context_dim=None, **options):
-    """Factory of :class:`RealNVP` (or :class:`ConditionalRealNVP` with ``context_dim``)."""
-    return build("realnvp", dim, num_layers=num_layers, hidden=hidden, context_dim=context_dim, **options)
-
-
-def nsf_coupling(dim, *, num_layers=5, hidden=64, context_dim=None, **options):
-    """Factory of :class:`NSFCoupling` (or :class:`ConditionalNSFCoupling` with ``context_dim``)."""
-    return build("nsf_coupling", dim, num_layers=num_layers, hidden=hidden, context_dim=context_dim, **options)
+        return FlowTransform(kind, dim, num_layers, hidden, **options)
+    return ConditionalFlowTransform(kind, dim, context_dim, num_layers, hidden, **options)

@@ -89,6 +89,8 @@ def upgrade_config(config: dict) -> dict:
     family = config.get("family")
     if family == "flow":
         support, levels = config.pop("support", "real"), config.pop("num_levels", None)
+        if "linear" in config:  # the builders' mixing option had this name
+            config["mixing"] = config.pop("linear")
         config["data"] = shape if support == "real" else DataInfo(tuple(shape), support, levels).to_config()
     elif family == "gan":
         levels = config.pop("num_levels", None)

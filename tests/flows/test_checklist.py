@@ -17,7 +17,7 @@ IDS = [f"{kind}-{'conditional' if c else 'plain'}" for kind, c in CASES]
 
 def make(kind, context_dim, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
-    flow = pg.flows.build(kind, DIM, num_layers=2, hidden=16, context_dim=context_dim, linear="lu")
+    flow = pg.flows.build(kind, DIM, num_layers=2, hidden=16, context_dim=context_dim, mixing="lu")
     # move every parameter off its (near-identity) initial value so the checks see a generic flow
     with torch.no_grad():
         for p in flow.parameters():
@@ -118,9 +118,9 @@ def test_state_dict_round_trip(kind, context_dim):
     torch.testing.assert_close(pg.flows.FlowDistribution(other, DIM)(context).log_prob(x), expected)
 
 
-@pytest.mark.parametrize("linear", ["reverse", "random", "lu"])
-def test_every_mixing_layer_inverts(linear):
-    flow = pg.flows.build("maf", 4, num_layers=3, hidden=8, linear=linear)
+@pytest.mark.parametrize("mixing", ["reverse", "random", "lu"])
+def test_every_mixing_layer_inverts(mixing):
+    flow = pg.flows.build("maf", 4, num_layers=3, hidden=8, mixing=mixing)
     u = torch.randn(7, 4)
     x = flow(u)
     assert (flow.inv(x.clone()) - u).abs().max() < 1e-4

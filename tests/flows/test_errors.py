@@ -14,7 +14,7 @@ import probgen as pg
     [
         (dict(kind="glow", dim=2), ValueError, r"unknown flow kind 'glow'; expected one of \['maf'"),
         (dict(kind="maf", dim=2, num_bins=4), TypeError, r"flow kind 'maf' got unknown options \['num_bins'\]"),
-        (dict(kind="nsf", dim=2, linear="householder"), ValueError, r"linear must be one of \['reverse', 'random', 'lu'\]"),
+        (dict(kind="nsf", dim=2, mixing="householder"), ValueError, r"unknown mixing 'householder'; expected one of \['reverse', 'random', 'lu'\]"),
         (dict(kind="realnvp", dim=1), ValueError, r"needs dim >= 2, got 1"),
         (dict(kind="maf", dim=0), ValueError, r"dim must be a positive integer, got 0"),
         (dict(kind="maf", dim=2, num_layers=0), ValueError, r"num_layers must be a positive integer, got 0"),

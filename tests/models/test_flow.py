@@ -183,7 +183,7 @@ def test_binary_flow(digits):
 def test_save_and_load_rebuilds_the_same_model(tmp_path, support):
     # "real" on integer data: a density on the levels, asked for explicitly
     info = pg.DataInfo((3,), support, 5 if support == "discrete" else None)
-    flow = perturbed(lambda: pg.Flow(info, "nsf_coupling", num_layers=2, hidden=8, linear="random"))
+    flow = perturbed(lambda: pg.Flow(info, "nsf_coupling", num_layers=2, hidden=8, mixing="random"))
     x = torch.randint(0, 5, (10, 3)).float()
     path = pg.save_model(flow, tmp_path / "flow.pt")
     loaded = pg.load_model(path)
