@@ -204,11 +204,9 @@ def diffusion(args):
         for ema in (None, 0):
             torch.manual_seed(seed)
             model = pg.Diffusion((1,))
-            objective = None
-            if ema == 0 and seed == args.seed_list[0]:
-                objective = SampleMeanTrace(model, traced, first=26)
+            callbacks = [SampleMeanTrace(traced, first=25)] if ema == 0 and seed == args.seed_list[0] else []
             began = time.perf_counter()
-            pg.fit(model, train, epochs=30, seed=seed, ema=ema, objective=objective, progress=False, device="cpu")
+            pg.fit(model, train, epochs=30, seed=seed, ema=ema, callbacks=callbacks, progress=False, device="cpu")
             seconds = time.perf_counter() - began
             model.eval()
             torch.manual_seed(1_000 + seed)
@@ -227,22 +225,22 @@ def diffusion(args):
     print("target: |z| <= 3 for the mean and the sd on every seed, with the defaults")
 
 
-class SampleMeanTrace(pg.infer.SVIObjective):
-    """The default objective, drawing samples at the start of each epoch from ``first`` on."""
+class SampleMeanTrace(pg.infer.Callback):
+    """Draws samples after each epoch from ``first`` on (with its own seed, leaving training's
+    random stream as it was) and keeps their mean and standard deviation."""
 
-    def __init__(self, model, out, first):
-        super().__init__(pg.infer.TermsELBO())
-        self.model, self.out, self.first = model, out, first
+    def __init__(self, out, first):
+        self.out, self.first = out, first
 
-    def begin_epoch(self, epoch):
-        if epoch >= self.first:
-            state = torch.get_rng_state()
+    def on_epoch_end(self, state):
+        if state.epoch >= self.first:
+            rng = torch.get_rng_state()
             torch.manual_seed(7)
-            self.model.eval()
-            x = self.model.sample(4_000, steps=250)
-            self.model.train()
-            torch.set_rng_state(state)
-            self.out.append((epoch - 1, x.mean().item(), x.std().item()))
+            state.model.eval()
+            x = state.model.sample(4_000, steps=250)
+            state.model.train()
+            torch.set_rng_state(rng)
+            self.out.append((state.epoch, x.mean().item(), x.std().item()))
 
 
 def main():

@@ -34,7 +34,7 @@ import torch
 
 import probgen as pg
 from probgen.models import DecoderMean
-from probgen.infer.adversarial import Adversarial, AdversarialLoss, gradient_penalty
+from probgen.infer.adversarial import AdversarialLoss, gradient_penalty
 
 
 # -- 1. mode coverage ----------------------------------------------------------------------
@@ -46,19 +46,19 @@ def schedule(name):
     return name.replace("anneal:", "cosine:", 1) if name else name
 
 
-class Traced(Adversarial):
-    """The model's default objective, printing mode coverage every ``every`` epochs."""
+class CoverageTrace(pg.infer.Callback):
+    """Prints mode coverage after every ``every`` epochs (the last is printed by the run)."""
 
-    def __init__(self, gan, name, every):
-        super().__init__(gan.loss, discriminator_steps=gan.discriminator_steps)
-        self.gan, self.name, self.every = gan, name, every
+    def __init__(self, name, every, epochs):
+        self.name, self.every, self.epochs = name, every, epochs
 
-    def begin_epoch(self, epoch):
-        if self.every and epoch > 1 and (epoch - 1) % self.every == 0:
-            self.gan.eval()
-            result = pg.metrics.mode_coverage(self.gan.sample(pg.metrics.PROTOCOL_SAMPLES), self.name)
-            self.gan.train()
-            print(f"      after epoch {epoch - 1}: {result.modes_covered} modes, "
+    def on_epoch_end(self, state):
+        if self.every and state.epoch % self.every == 0 and state.epoch < self.epochs:
+            gan = state.model
+            gan.eval()
+            result = pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), self.name)
+            gan.train()
+            print(f"      after epoch {state.epoch}: {result.modes_covered} modes, "
                   f"{100 * result.high_quality:.1f}% high quality", flush=True)
 
 
@@ -76,7 +76,7 @@ def coverage(args):
                              gp_weight=args.gp_weight, hidden=(args.coverage_hidden,) * 3,
                              discriminator_steps=args.discriminator_steps)
                 pg.fit(gan, data.train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                       objective=Traced(gan, name, args.trace_every), optimizer_options={"betas": args.betas},
+                       callbacks=[CoverageTrace(name, args.trace_every, args.epochs)], optimizer_options={"betas": args.betas},
                        lr_schedule=schedule(args.lr_schedule), progress=False)
                 gan.eval()
                 results.append(pg.metrics.mode_coverage(gan.sample(pg.metrics.PROTOCOL_SAMPLES), name))

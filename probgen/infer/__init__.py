@@ -1,7 +1,7 @@
 """Inference: the training loop, objectives, likelihood estimators, checkpoints."""
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
-from .fit import FitResult, NonFiniteLossError, fit, resolve_device
+from .fit import Callback, FitResult, NonFiniteLossError, TrainingState, fit, resolve_device
 from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator, resolve_method
 from .compare import Comparison, ComparisonRow, compare
 from .objectives import (
@@ -24,6 +24,7 @@ __all__ = [
     "Adversarial",
     "AdversarialLoss",
     "BDMCResult",
+    "Callback",
     "bdmc",
     "gradient_penalty",
     "select_obs_noise",
@@ -42,6 +43,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "SVIObjective",
+    "TrainingState",
     "TermsELBO",
     "fit",
     "load_checkpoint",

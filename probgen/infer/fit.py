@@ -14,12 +14,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checks import positive_int
+from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
 from .weights import seed_everything
 
-__all__ = ["fit", "FitResult", "NonFiniteLossError", "resolve_device"]
+__all__ = ["fit", "FitResult", "NonFiniteLossError", "Callback", "TrainingState", "resolve_device"]
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -161,6 +162,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    callbacks=(),
 ) -> FitResult:
     """Train any probgen model (or any object keeping the model protocol).
 
@@ -200,6 +202,7 @@ def fit(
         The optimizers' saved state, learning rates included, is restored, so ``lr`` only
         sets the rates of a run that starts afresh.
     :param progress: show a tqdm progress bar.
+    :param callbacks: :class:`Callback` objects called at the start and end of every epoch.
 
     ``batch_size``, ``lr``, ``optimizer_options``, ``lr_schedule`` and ``ema`` left as ``None`` take
     the model's ``fit_defaults`` where it has them (a GAN's Adam betas, say), else the
@@ -233,157 +236,265 @@ def fit(
         model.validate(valid, "valid")
     objective.check_batches(model, _batch_sizes(train, batch_size) | _batch_sizes(valid, batch_size))
     device = resolve_device(device)
-
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    state = None
-    if checkpoint_dir is not None:
-        if resume and (checkpoint_dir / LAST).exists():
-            state = load_checkpoint(checkpoint_dir / LAST, required=("model", "optimizers", "epoch", "history", "rng"))
-        elif not resume and any((checkpoint_dir / name).exists() for name in (LAST, BEST)):
-            raise FileExistsError(
-                f"{checkpoint_dir} already holds a checkpoint; pass resume=True to continue it, "
-                "or choose another checkpoint_dir (nothing was overwritten)"
-            )
-    elif resume:
+    callbacks = tuple(callbacks)
+    folder = CheckpointFolder(checkpoint_dir, resume) if checkpoint_dir is not None else None
+    if folder is None and resume:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
 
     model.to(device)
     train = train.to(device)
     valid = valid.to(device) if valid is not None else None
     seed_everything(seed)
+    optimization = Optimization(model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad)
+    state = TrainingState(model, objective, {"train_loss": [], "valid_loss": [], "seconds": []},
+                          monitor="valid_loss" if valid is not None else "train_loss")
+    best_weights = None
+    if folder is not None and folder.saved is not None:
+        state.history, state.epoch = folder.restore(model, optimization)
+        if restore_best and valid is not None:
+            best_weights = folder.best_weights()
+    state.rank_history()
 
-    groups = objective.parameter_groups(model)
-    rates = lr if isinstance(lr, dict) else {name: lr for name in groups}
-    missing = set(groups) - set(rates)
-    if missing:
-        raise ValueError(f"lr gives no learning rate for the parameter groups {sorted(missing)}")
-    for name, params in groups.items():
-        if not params:
-            raise ValueError(f"parameter group {name!r} has no trainable parameters")
-    optimizers = {
-        name: optimizer(params, lr=rates[name], **(optimizer_options or {})) for name, params in groups.items()
-    }
-    schedulers = {} if lr_schedule in (None, "constant") else {
-        name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in optimizers.items()
-    }
-    average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
-
-    history = {"train_loss": [], "valid_loss": [], "seconds": []}
-    start_epoch = 1
-    best_state = None
-    if state is not None:
-        _check_config(model, state, checkpoint_dir / LAST)
-        model.load_state_dict(state["model"])
-        if ("ema" in state) != (average is not None):
-            raise ValueError(
-                f"{checkpoint_dir / LAST} was written {'with' if 'ema' in state else 'without'} a weight average "
-                f"(ema), this call asks for {'one' if average is not None else 'none'}: resume with the same ema"
-            )
-        if average is not None:
-            if state["ema"].get("decay") != average.decay:
-                raise ValueError(f"{checkpoint_dir / LAST} was written with ema={state['ema'].get('decay')}, this call "
-                                 f"asks for ema={average.decay}: resume with the same ema")
-            average.load_state_dict(state["ema"])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        saved_schedulers = state.get("schedulers", {})
-        if set(saved_schedulers) != set(schedulers):
-            raise ValueError(
-                f"{checkpoint_dir / LAST} was written with lr_schedule for groups {sorted(saved_schedulers)}, "
-                f"this call has {sorted(schedulers)}: resume with the same lr_schedule"
-            )
-        for name, sched in schedulers.items():
-            sched.load_state_dict(saved_schedulers[name])
-        history = {key: list(values) for key, values in state["history"].items()}
-        start_epoch = state["epoch"] + 1
-        _set_rng_state(state["rng"])
-        if restore_best and (checkpoint_dir / BEST).exists():
-            best_state = load_checkpoint(checkpoint_dir / BEST)["model"]
-
-    monitor = "valid_loss" if valid is not None else "train_loss"
-    # an objective whose loss does not rank epochs (a GAN's divergence estimate depends on
-    # the discriminator of that epoch) has no best epoch but the last
-    ranks = objective.loss_ranks_epochs
-    best_epoch, best_loss = _best(history[monitor]) if ranks else (len(history[monitor]), math.inf)
-    stopped_early = False
-    epoch = start_epoch - 1
-    step = 0
-
-    def update(group: str, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            saved = f"; the last good checkpoint is {checkpoint_dir / LAST}" if checkpoint_dir and epoch > 1 else ""
-            raise NonFiniteLossError(
-                f"the {group} loss is {loss.item()} at epoch {epoch}, step {step}; no parameter was "
-                f"updated with it{saved}. Try a smaller lr or clip_grad."
-            )
-        opt = optimizers[group]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(groups[group], clip_grad)
-        opt.step()
-
-    bar = tqdm(total=epochs, initial=start_epoch - 1, desc=f"fit {getattr(model, 'family', 'model')}",
-               unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch", disable=not progress,
+               dynamic_ncols=True)
     with pyro.validation_enabled(False), model.without_param_sites(), bar:
-        for epoch in range(start_epoch, epochs + 1):
+        for state.epoch in range(state.epoch + 1, epochs + 1):
+            for callback in callbacks:
+                callback.on_epoch_start(state)
             began = time.perf_counter()
-            model.train()
-            objective.begin_epoch(epoch)
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            total = 0.0
-            for step, batch in enumerate(_batches(train, batch_size, generator), 1):
-                total += objective.train_step(model, batch, update) * len(batch)
-                if average is not None:
-                    average.update()
-            history["train_loss"].append(total / len(train))
-            for sched in schedulers.values():
-                sched.step()
+            train_loss = _train_epoch(state, optimization, train, batch_size, seed, folder)
+            state.history["train_loss"].append(train_loss)
             if valid is not None:
-                with average.swapped() if average is not None else contextlib.nullcontext():
-                    history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
-            history["seconds"].append(time.perf_counter() - began)
-
-            current = history[monitor][-1]
-            improved = ranks and current < best_loss
-            if improved:
-                best_epoch, best_loss = epoch, current
-                if restore_best and valid is not None:
-                    best_state = _evaluation_state(model, average)
-            elif not ranks:
-                best_epoch, best_loss = epoch, current
-            if checkpoint_dir is not None:
-                snapshot = {
-                    "format": CHECKPOINT_FORMAT,
-                    "config": getattr(model, "config", None),
-                    "model": average.averaged_state_dict(model) if average is not None else model.state_dict(),
-                    "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-                    "schedulers": {name: sched.state_dict() for name, sched in schedulers.items()},
-                    "epoch": epoch,
-                    "history": history,
-                    "rng": _rng_state(),
-                    "seed": seed,
-                }
-                if average is not None:
-                    snapshot["ema"] = average.state_dict()
-                if improved:
-                    save_checkpoint(snapshot, checkpoint_dir / BEST)
-                save_checkpoint(snapshot, checkpoint_dir / LAST)
-            postfix = {"train": f"{history['train_loss'][-1]:.3f}"}
-            if valid is not None:
-                postfix["valid"] = f"{history['valid_loss'][-1]:.3f}"
-            bar.set_postfix(postfix)
+                with optimization.evaluation_weights():
+                    state.history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
+            state.history["seconds"].append(time.perf_counter() - began)
+            improved = state.rank_last_epoch()
+            if improved and restore_best and valid is not None:
+                best_weights = optimization.evaluation_state()
+            if folder is not None:
+                folder.save(optimization.snapshot(state, seed), improved)
+            bar.set_postfix({name.split("_")[0]: f"{values[-1]:.3f}" for name, values in state.history.items()
+                             if name != "seconds" and values})
             bar.update(1)
-            if patience is not None and epoch - best_epoch >= patience:
-                stopped_early = True
+            for callback in callbacks:
+                callback.on_epoch_end(state)
+            if patience is not None and state.epoch - state.best_epoch >= patience:
+                state.stopped_early = True
                 break
 
-    if restore_best and valid is not None and best_state is not None:
-        model.load_state_dict(best_state)
-    elif average is not None:
-        average.copy_to_model()
-    return FitResult(history, best_epoch, best_loss, epoch, stopped_early, checkpoint_dir,
-                     loss_unit=getattr(objective, "loss_unit", "nats"))
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    else:
+        optimization.leave_evaluation_weights()
+    return FitResult(state.history, state.best_epoch, state.best_loss, state.epoch, state.stopped_early,
+                     folder.path if folder is not None else None, loss_unit=objective.loss_unit)
+
+
+def _train_epoch(state, optimization, train, batch_size, seed, folder) -> float:
+    """One pass over ``train`` in the epoch's own order; the mean training loss."""
+    state.model.train()
+    state.objective.begin_epoch(state.epoch)
+    order = torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
+    total = 0.0
+    for state.step, batch in enumerate(_batches(train, batch_size, order), 1):
+        total += state.objective.train_step(state.model, batch, optimization.updater(state, folder)) * len(batch)
+        optimization.after_step()
+    optimization.after_epoch()
+    return total / len(train)
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What the loop knows between steps, and what callbacks read (:class:`Callback`).
+
+    :ivar epoch: the current (1-based) epoch; 0 before the first.
+    :ivar step: the step within the epoch.
+    :ivar history: the per-epoch records so far (see :class:`FitResult`).
+    :ivar monitor: the history entry that picks the best epoch.
+    """
+
+    model: torch.nn.Module
+    objective: Objective
+    history: dict[str, list[float]]
+    monitor: str
+    epoch: int = 0
+    step: int = 0
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    stopped_early: bool = False
+
+    def rank_history(self) -> None:
+        """The best epoch of the history so far (after a resume)."""
+        values = self.history[self.monitor]
+        if not self.objective.loss_ranks_epochs:
+            self.best_epoch, self.best_loss = len(values), values[-1] if values else math.inf
+        elif values:
+            index = min(range(len(values)), key=values.__getitem__)
+            self.best_epoch, self.best_loss = index + 1, values[index]
+
+    def rank_last_epoch(self) -> bool:
+        """Whether the epoch just recorded is the new best; an objective whose loss does not
+        rank epochs (a GAN's divergence estimate depends on that epoch's discriminator) has
+        no best epoch but the last, and never an improvement to save."""
+        current = self.history[self.monitor][-1]
+        if not self.objective.loss_ranks_epochs:
+            self.best_epoch, self.best_loss = self.epoch, current
+            return False
+        if current < self.best_loss:
+            self.best_epoch, self.best_loss = self.epoch, current
+            return True
+        return False
+
+
+class Callback:
+    """Hooks into :func:`fit`: each is called with the :class:`TrainingState`; the defaults do
+    nothing. For figures, logs or diagnostics during training (e.g. mode coverage every few
+    epochs) without touching the objective."""
+
+    def on_epoch_start(self, state: TrainingState) -> None:
+        """Before the epoch ``state.epoch`` trains."""
+
+    def on_epoch_end(self, state: TrainingState) -> None:
+        """After the epoch ``state.epoch`` is recorded (and checkpointed)."""
+
+
+class Optimization:
+    """The optimizers (one per parameter group of the objective), their learning-rate
+    schedulers, the optional weight average, and the guarded update step."""
+
+    def __init__(self, model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad):
+        self.model = model
+        self.groups = objective.parameter_groups(model)
+        rates = lr if isinstance(lr, dict) else {name: lr for name in self.groups}
+        missing = set(self.groups) - set(rates)
+        if missing:
+            raise ValueError(f"lr gives no learning rate for the parameter groups {sorted(missing)}")
+        for name, params in self.groups.items():
+            if not params:
+                raise ValueError(f"parameter group {name!r} has no trainable parameters")
+        self.optimizers = {name: optimizer(params, lr=rates[name], **(optimizer_options or {}))
+                           for name, params in self.groups.items()}
+        self.schedulers = {} if lr_schedule in (None, "constant") else {
+            name: _make_scheduler(lr_schedule, opt, epochs) for name, opt in self.optimizers.items()
+        }
+        self.average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
+        self.clip_grad = clip_grad
+
+    def updater(self, state: TrainingState, folder: "CheckpointFolder | None"):
+        """``update(group, loss)`` for the objective: refuse a non-finite loss, then
+        back-propagate and step that group's optimizer."""
+
+        def update(group: str, loss: torch.Tensor) -> None:
+            if not torch.isfinite(loss):
+                saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
+                raise NonFiniteLossError(
+                    f"the {group} loss is {loss.item()} at epoch {state.epoch}, step {state.step}; no parameter "
+                    f"was updated with it{saved}. Try a smaller lr or clip_grad."
+                )
+            opt = self.optimizers[group]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.groups[group], self.clip_grad)
+            opt.step()
+
+        return update
+
+    def after_step(self) -> None:
+        if self.average is not None:
+            self.average.update()
+
+    def after_epoch(self) -> None:
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def evaluation_weights(self):
+        """A context in which the model holds the weights that are evaluated."""
+        return self.average.swapped() if self.average is not None else contextlib.nullcontext()
+
+    def evaluation_state(self) -> dict:
+        """A copy of the weights that are evaluated: the averaged ones when there is an average."""
+        if self.average is not None:
+            return self.average.averaged_state_dict(self.model)
+        return copy.deepcopy(self.model.state_dict())
+
+    def leave_evaluation_weights(self) -> None:
+        """The end of training: the model keeps the weights that were evaluated."""
+        if self.average is not None:
+            self.average.copy_to_model()
+
+    def snapshot(self, state: TrainingState, seed: int) -> dict:
+        """Everything a resumed run needs to repeat an uninterrupted one."""
+        snapshot = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.model.config,
+            "model": self.average.averaged_state_dict(self.model) if self.average is not None else self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
+            "epoch": state.epoch,
+            "history": state.history,
+            "rng": _rng_state(),
+            "seed": seed,
+        }
+        if self.average is not None:
+            snapshot["ema"] = self.average.state_dict()
+        return snapshot
+
+    def load(self, saved: dict, path: Path) -> None:
+        """Resume from a snapshot (the model's weights already loaded)."""
+        if ("ema" in saved) != (self.average is not None):
+            raise ValueError(
+                f"{path} was written {'with' if 'ema' in saved else 'without'} a weight average (ema), this call "
+                f"asks for {'one' if self.average is not None else 'none'}: resume with the same ema"
+            )
+        if self.average is not None:
+            if saved["ema"].get("decay") != self.average.decay:
+                raise ValueError(f"{path} was written with ema={saved['ema'].get('decay')}, this call asks for "
+                                 f"ema={self.average.decay}: resume with the same ema")
+            self.average.load_state_dict(saved["ema"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(saved["optimizers"][name])
+        saved_schedulers = saved.get("schedulers", {})
+        if set(saved_schedulers) != set(self.schedulers):
+            raise ValueError(
+                f"{path} was written with lr_schedule for groups {sorted(saved_schedulers)}, this call has "
+                f"{sorted(self.schedulers)}: resume with the same lr_schedule"
+            )
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(saved_schedulers[name])
+
+
+class CheckpointFolder:
+    """``last.pt`` (every epoch) and ``best.pt`` (each new best) in one folder, written
+    atomically; a folder that holds a checkpoint is refused unless the run resumes it."""
+
+    def __init__(self, path, resume: bool):
+        self.path = Path(path)
+        self.last, self.best = self.path / LAST, self.path / BEST
+        self.saved = None
+        if resume and self.last.exists():
+            self.saved = load_checkpoint(self.last, required=("model", "optimizers", "epoch", "history", "rng"))
+        elif not resume and (self.last.exists() or self.best.exists()):
+            raise FileExistsError(
+                f"{self.path} already holds a checkpoint; pass resume=True to continue it, "
+                "or choose another checkpoint_dir (nothing was overwritten)"
+            )
+
+    def restore(self, model, optimization: Optimization) -> tuple[dict, int]:
+        """Load the saved run into ``model`` and ``optimization``; its history and epoch."""
+        _check_config(model, self.saved, self.last)
+        model.load_state_dict(self.saved["model"])
+        optimization.load(self.saved, self.last)
+        _set_rng_state(self.saved["rng"])
+        return {key: list(values) for key, values in self.saved["history"].items()}, self.saved["epoch"]
+
+    def best_weights(self) -> dict | None:
+        return load_checkpoint(self.best)["model"] if self.best.exists() else None
+
+    def save(self, snapshot: dict, improved: bool) -> None:
+        if improved:
+            save_checkpoint(snapshot, self.best)
+        save_checkpoint(snapshot, self.last)
 
 
 @torch.no_grad()
@@ -395,21 +506,9 @@ def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: i
     return total / len(data)
 
 
-def _evaluation_state(model, average):
-    """A copy of the weights that are evaluated: the averaged ones when there is an average."""
-    if average is not None:
-        return average.averaged_state_dict(model)
-    return copy.deepcopy(model.state_dict())
-
-
-def _best(values):
-    if not values:
-        return 0, math.inf
-    index = min(range(len(values)), key=values.__getitem__)
-    return index + 1, values[index]
-
-
 def _check_config(model, state, path):
-    saved, current = state.get("config"), getattr(model, "config", None)
+    saved, current = state.get("config"), model.config
+    if saved:
+        saved = upgrade_config(saved)
     if saved and current and saved != current:
         raise CheckpointError(f"{path} was written for a different model: saved config {saved}, this model {current}")

@@ -215,3 +215,19 @@ def test_cosine_over_the_last_epochs_holds_then_decays(digits, tmp_path):
             pg.fit(small_vae(), digits.train[:300], epochs=5, lr_schedule=bad, checkpoint_dir=tmp_path / "run",
                    progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_callbacks_see_every_epoch_with_its_record(digits):
+    seen = []
+
+    class Recorder(pg.infer.Callback):
+        def on_epoch_start(self, state):
+            seen.append(("start", state.epoch, len(state.history["train_loss"])))
+
+        def on_epoch_end(self, state):
+            seen.append(("end", state.epoch, len(state.history["train_loss"]), state.best_epoch))
+
+    run = pg.fit(small_vae(), digits.train[:200], digits.valid[:50], epochs=3, callbacks=[Recorder()], progress=False)
+    assert [entry[:3] for entry in seen] == [("start", 1, 0), ("end", 1, 1), ("start", 2, 1), ("end", 2, 2),
+                                             ("start", 3, 2), ("end", 3, 3)]
+    assert seen[-1][3] == run.best_epoch
