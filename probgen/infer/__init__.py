@@ -3,7 +3,7 @@
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint, save_model
 from .fit import Callback, FitResult, NonFiniteLossError, TrainingState, fit, resolve_device
 from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register_estimator, resolve_method
-from .compare import Comparison, ComparisonRow, compare
+from .comparison import Comparison, ComparisonRow, compare
 from .objectives import (
     IWAE,
     OBJECTIVES,
