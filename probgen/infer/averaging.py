@@ -10,10 +10,10 @@ spans about :math:`1/(1 - d)` steps. A stochastic-gradient iterate keeps jitteri
 its optimum by about the learning rate times the gradient noise; the average does not
 (Polyak & Juditsky, 1992). Where a model's output amplifies small weight errors, the
 difference shows: a diffusion model's ancestral sampler divides the denoiser's error by
-:math:`\alpha_t` at low signal-to-noise ratios, and on 1-D Gaussian data the sample mean of
-one run swings by more than :math:`\pm 0.1` from one epoch's weights to the next while its
-bound barely moves (``benchmarks/defaults.py``). Every diffusion code base samples from
-such an average (Ho et al. 2020 use :math:`d = 0.9999`).
+:math:`\alpha_t` at low signal-to-noise ratios, so its samples move with the last iterate's
+jitter far more than its bound does (``benchmarks/defaults.py`` measures it on 1-D Gaussian
+data). Every diffusion code base samples from such an average (Ho et al. 2020 use
+:math:`d = 0.9999`).
 
 References:
     Polyak, Juditsky (1992). Acceleration of stochastic approximation by averaging. SIAM

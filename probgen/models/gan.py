@@ -61,15 +61,15 @@ from .priors import resolve_prior
 __all__ = ["GAN"]
 
 
-class _Scaled(nn.Module):
-    """Feeds ``x * scale + shift`` to a network: discrete levels to ``[-1, 1]``."""
+class _OnSignedLevels(nn.Module):
+    """Feeds the levels of discrete data, mapped to ``[-1, 1]``, to a network."""
 
-    def __init__(self, net, scale, shift):
+    def __init__(self, net, info: DataInfo):
         super().__init__()
-        self.net, self.scale, self.shift = net, scale, shift
+        self.net, self.info = net, info
 
     def forward(self, x):
-        return self.net(x * self.scale + self.shift)
+        return self.net(self.info.to_signed_interval(x))
 
 
 def _spectral_norm(module):
@@ -188,7 +188,7 @@ class GAN(DecoderModel):
             packed = packed_event_shape(event_shape, pack)
             discriminator = MLPDiscriminator(packed, hidden) if network == "mlp" else DCGANDiscriminator(packed)
             if info.is_discrete:
-                discriminator = _Scaled(discriminator, 2.0 / (info.num_levels - 1), -1.0)
+                discriminator = _OnSignedLevels(discriminator, info)
         if spectral_norm:
             discriminator = _spectral_norm(discriminator)
         self.generator = generator
