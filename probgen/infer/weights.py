@@ -1,4 +1,4 @@
-"""Importance weights of a model's traces, and the evaluation mode every estimator runs in.
+r"""Importance weights of a model's traces, and the evaluation mode every estimator runs in.
 
 Every likelihood estimator and diagnostic reads the same quantity, the log importance
 weights :math:`\log w = \log p(x, z) - \log q(z \mid x)` with :math:`z \sim q(z \mid x)`,

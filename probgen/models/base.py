@@ -1,4 +1,4 @@
-"""The protocol every probgen model keeps, written once: :class:`GenerativeModel`.
+r"""The protocol every probgen model keeps, written once: :class:`GenerativeModel`.
 
 A model is a :class:`pyro.nn.PyroModule` built from the data's description first (a
 :class:`~probgen.DataInfo`; an event shape alone means real-valued data). Everything outside
