@@ -149,7 +149,7 @@ class VAE(DecoderModel):
         super().__init__(data, likelihood, support_stated=likelihood_name is not None)
         if network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = positive_int(latent_dim, "latent_dim")
         hidden = tuple(hidden)
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")

@@ -191,3 +191,9 @@ def test_fit_skips_param_statements_only_where_that_is_safe(digits):
         assert "prior_scale" in param_sites(custom)
     pg.fit(custom, digits.train[:256], epochs=2, progress=False)
     assert not torch.equal(custom.prior_scale, torch.ones(4))
+
+
+@pytest.mark.parametrize("latent_dim", [0, -1, 2.7, True, "4"])
+def test_latent_dim_must_be_a_positive_integer(latent_dim):
+    with pytest.raises(ValueError, match=r"latent_dim must be a positive integer, got"):
+        pg.VAE(pg.DataInfo((4,), "binary"), latent_dim)
