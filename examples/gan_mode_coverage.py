@@ -14,11 +14,11 @@ standard deviations of that mode, and count the modes that received a high-quali
 A generator that collapses onto a few modes scores few modes; one that smears mass between
 the modes scores a low high-quality fraction.
 
-The GAN's defaults are a measured recipe (``benchmarks/defaults.py``): Adam with
-:math:`\\beta_1 = 0.5`, the R1 penalty with :math:`\\gamma = 0.1` on the data, and the learning
-rate decayed along a half cosine over the last quarter of the epochs. With them alone, 10
-epochs cover all 8 modes of ring8, and 100 epochs all 25 of grid25 (``--data grid25
---epochs 100``, about ten minutes on one core).
+The GAN's defaults are a measured recipe (``benchmarks/defaults.py``, whose recorded
+tables give the modes they cover on ring8 and grid25): Adam with :math:`\\beta_1 = 0.5`, the
+R1 penalty with :math:`\\gamma = 0.1` on the data, and the learning rate decayed along a half
+cosine over the last quarter of the epochs. The benchmark's grid25 budget is
+``--data grid25 --epochs 100`` (about ten minutes on one core).
 
 Budget: a minute or two on a laptop CPU.
 """

@@ -28,8 +28,8 @@ for the non-saturating loss (Jensen-Shannon, nats), :math:`1 - L_D / 2` for the 
 adds :math:`\frac{\gamma}{2}\,\mathbb{E}\,\lVert\nabla_x D(x)\rVert_2^2` on the data to
 the discriminator's loss (:func:`r1_penalty`). Mescheder et al. show that the penalized
 game converges locally where the plain one can circle around its equilibrium: a
-discriminator whose gradient vanishes on the data stops pushing the generator past it. On
-the grid25 benchmark it lets every seed cover all 25 modes (``benchmarks/gan.py``).
+discriminator whose gradient vanishes on the data stops pushing the generator past it.
+``benchmarks/gan.py`` and ``benchmarks/defaults.py`` measure its effect on mode coverage.
 
 **Packing** (PacGAN, Lin et al. 2018): with ``pack=m`` the discriminator scores groups of
 :math:`m` points drawn together, all real or all generated, instead of single points
