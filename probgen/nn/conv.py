@@ -68,7 +68,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim, event_shape, channels=64):
         super().__init__()
         self.event_shape = tuple(event_shape)
-        c, h, w = image_shape(self.event_shape, "the DCGAN networks", multiple=4)
+        c, h, w = image_shape(self.event_shape, "a DCGAN network", multiple=4)
         start = (2 * channels, h // 4, w // 4)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, math.prod(start)), nn.BatchNorm1d(math.prod(start)), nn.ReLU(),
@@ -89,7 +89,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, event_shape, channels=64):
         super().__init__()
         self.event_shape = tuple(event_shape)
-        c, h, w = image_shape(self.event_shape, "the DCGAN networks", multiple=4)
+        c, h, w = image_shape(self.event_shape, "a DCGAN network", multiple=4)
         self.net = nn.Sequential(
             nn.Conv2d(c, channels, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2),
