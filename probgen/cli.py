@@ -32,7 +32,8 @@ __all__ = ["main", "FAMILY_BUILDERS", "COMPARE_BUDGETS", "budget_epochs"]
 
 
 def _build_vae(info, args):
-    return pg.VAE(info, args.latent_dim or 16, prior=args.prior, posterior=args.posterior, network=args.network)
+    latent_dim = 16 if args.latent_dim is None else args.latent_dim
+    return pg.VAE(info, latent_dim, prior=args.prior, posterior=args.posterior, network=args.network)
 
 
 def _build_flow(info, args):
@@ -47,7 +48,8 @@ def _build_diffusion(info, args):
 def _build_gan(info, args):
     # penalties left unset on the command line keep the model's measured defaults
     weights = {name: getattr(args, name) for name in ("r1_weight", "gp_weight") if getattr(args, name) is not None}
-    return pg.GAN(info, args.latent_dim or (2 if info.event_shape == (2,) else 16), loss=args.loss,
+    latent_dim = (2 if info.event_shape == (2,) else 16) if args.latent_dim is None else args.latent_dim
+    return pg.GAN(info, latent_dim, loss=args.loss,
                   spectral_norm=args.spectral_norm, pack=args.pack, **weights)
 
 
@@ -346,7 +348,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
+    # the user's errors, each raised by probgen's own checks: one line and exit status 2
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

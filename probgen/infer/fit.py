@@ -55,12 +55,24 @@ class FitResult:
 
 
 def resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
+    """``"auto"`` (or ``None``): CUDA when available, else the CPU; otherwise ``"cpu"``,
+    ``"cuda"``, ``"cuda:i"`` or a :class:`torch.device` of those types, checked to exist."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for, but CUDA is not available on this machine")
-    return device
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}: probgen trains on "
+                         "CPUs and CUDA devices")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+    return resolved
 
 
 def _rng_state():
@@ -209,7 +221,8 @@ def fit(
     defaults above: the obvious call trains each family with its measured recipe, and any
     value given here wins.
 
-    Data are validated once, before training; inside the loop Pyro's per-step argument
+    Data are validated once, before training, and cast to the model's dtype (float64 data, as
+    NumPy gives them, and float16 data train a float32 model); inside the loop Pyro's per-step argument
     checks are switched off (they cost about a quarter of a small step's time), and so are
     the ``param`` statements that only :class:`pyro.infer.SVI` reads (see
     :func:`probgen.models.pyro_params.param_sites_unread`).
@@ -242,8 +255,8 @@ def fit(
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
 
     model.to(device)
-    train = train.to(device)
-    valid = valid.to(device) if valid is not None else None
+    train = train.to(device, model.dtype)  # float64 (NumPy's) and float16 data take the model's dtype
+    valid = valid.to(device, model.dtype) if valid is not None else None
     seed_everything(seed)
     optimization = Optimization(model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad)
     state = TrainingState(model, objective, {"train_loss": [], "valid_loss": [], "seconds": []},
@@ -268,6 +281,7 @@ def fit(
                 with optimization.evaluation_weights():
                     state.history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
             state.history["seconds"].append(time.perf_counter() - began)
+            optimization.check_finite(state, folder)
             improved = state.rank_last_epoch()
             if improved and restore_best and valid is not None:
                 best_weights = optimization.evaluation_state()
@@ -399,6 +413,30 @@ class Optimization:
             opt.step()
 
         return update
+
+    def check_finite(self, state: TrainingState, folder: "CheckpointFolder | None") -> None:
+        """Stop before a checkpoint is written if the epoch left anything non-finite: a
+        parameter or optimizer state (a step whose loss was finite but whose gradient was
+        not steps the weights to NaN), or a loss it recorded (the validation loss)."""
+        saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
+        for name, values in state.history.items():
+            if name != "seconds" and values and not math.isfinite(values[-1]):
+                raise NonFiniteLossError(
+                    f"the {name.replace('_', ' ')} is {values[-1]} at epoch {state.epoch}; nothing of this epoch was "
+                    f"saved{saved}. Try a smaller lr or clip_grad."
+                )
+        tensors = [("parameter " + name, p) for name, p in self.model.named_parameters()]
+        if self.average is not None:
+            tensors += [("averaged parameter " + name, a) for name, a in zip(self.average.names, self.average.average)]
+        for group, opt in self.optimizers.items():
+            tensors += [(f"{group} optimizer state {key}", value) for entry in opt.state.values()
+                        for key, value in entry.items() if isinstance(value, torch.Tensor) and value.is_floating_point()]
+        for what, tensor in tensors:
+            if not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteLossError(
+                    f"the {what} holds NaN or infinite values after epoch {state.epoch} (a step whose loss was finite "
+                    f"had a non-finite gradient); nothing of this epoch was saved{saved}. Try a smaller lr or clip_grad."
+                )
 
     def after_step(self) -> None:
         if self.average is not None:

@@ -178,6 +178,8 @@ def log_likelihood(
         holds about :math:`2^{22}` data values, which bounds memory for any ``num_samples``.
     :param seed: seeds the random state for reproducible estimates (``None``: leave it alone).
 
+    Data of another floating dtype than the model's (float64 from NumPy, float16) are cast to it.
+
     Example::
 
         >>> import probgen as pg, torch
@@ -202,7 +204,7 @@ def log_likelihood(
     pointwise, terms = [], {}
     with evaluating(model, seed):  # x validated above
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(device)
+            batch = x[start : start + batch_size].to(device, model.dtype)
             values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
             pointwise.append(values.double().cpu())
             for name, value in (batch_terms or {}).items():

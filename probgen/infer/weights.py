@@ -86,12 +86,12 @@ def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_si
                            seed: int | None = 0) -> torch.Tensor:
     """The model's log importance weights for every data point: ``(num_samples, len(x))``, on
     the CPU, in the model's dtype (from which the PSIS diagnostics judge what is rounding);
-    ``batch_size`` data points per pass."""
+    ``batch_size`` data points per pass. Data of another floating dtype are cast to the model's."""
     positive_int(num_samples, "num_samples")
     positive_int(batch_size, "batch_size")
     model.validate(x)
-    device = model.device
+    device, dtype = model.device, model.dtype
     with evaluating(model, seed):
-        parts = [log_weights(model, x[start : start + batch_size].to(device), num_samples).cpu()
+        parts = [log_weights(model, x[start : start + batch_size].to(device, dtype), num_samples).cpu()
                  for start in range(0, len(x), batch_size)]
     return torch.cat(parts, 1)

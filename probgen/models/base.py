@@ -151,6 +151,15 @@ class GenerativeModel(PyroModule):
         return self.data_info
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of its weights, in which it takes data: the loop and the
+        estimators cast float64 (NumPy's) or float16 data to it."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
             return tensor.device

@@ -38,3 +38,19 @@ def test_fit_refuses_to_overwrite_a_run(tmp_path, capsys):
 def test_evaluate_reports_a_missing_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--latent-dim", "0"], "latent_dim must be a positive integer, got 0"),
+        (["--latent-dim", "-1"], "latent_dim must be a positive integer, got -1"),
+        (["--device", "foo"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got 'foo'"),
+        (["--lr", "1e10"], "loss is"),
+    ],
+)
+def test_user_errors_end_in_one_line_and_exit_2(tmp_path, capsys, arguments, message):
+    code = main(["fit", "vae", "--data", "moons", "--epochs", "2", "--out", str(tmp_path / "run"), "--no-progress",
+                 "--num-test", "10", *arguments])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

@@ -1,5 +1,6 @@
 import math
 
+import pyro
 import pytest
 import torch
 
@@ -231,3 +232,65 @@ def test_callbacks_see_every_epoch_with_its_record(digits):
     assert [entry[:3] for entry in seen] == [("start", 1, 0), ("end", 1, 1), ("start", 2, 1), ("end", 2, 2),
                                              ("start", 3, 2), ("end", 3, 3)]
     assert seen[-1][3] == run.best_epoch
+
+
+def test_a_finite_loss_with_a_nan_gradient_never_reaches_a_checkpoint(tmp_path):
+    """The step's loss is finite, its gradient NaN: the weights become NaN, and the loop stops
+    before writing them, naming the last good checkpoint."""
+    torch.manual_seed(0)
+    flow = pg.Flow((2,), "maf", num_layers=1, hidden=8)
+    x = torch.randn(64, 2)
+
+    class NaNGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, value):
+            return value.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.full_like(grad, math.nan)
+
+    class PoisonSecondEpoch(pg.infer.SVIObjective):
+        def begin_epoch(self, epoch):
+            self.poison = epoch == 2
+
+        def train_loss(self, model, batch):
+            loss = super().train_loss(model, batch)
+            return NaNGradient.apply(loss) if self.poison else loss
+
+    objective = PoisonSecondEpoch(pyro.infer.Trace_ELBO())
+    with pytest.raises(NonFiniteLossError, match=r"parameter .* NaN or infinite values after epoch 2.*last good checkpoint is"):
+        pg.fit(flow, x, epochs=3, batch_size=64, objective=objective, checkpoint_dir=tmp_path, progress=False)
+    saved = pg.infer.load_checkpoint(tmp_path / "last.pt")
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_a_nan_validation_loss_stops_training(tmp_path):
+    flow = pg.Flow((2,), "maf", num_layers=1, hidden=8)
+
+    class NaNValidation(pg.infer.SVIObjective):
+        def eval_loss(self, model, batch):
+            return math.nan
+
+    with pytest.raises(NonFiniteLossError, match="the valid loss is nan at epoch 1; nothing of this epoch was saved"):
+        pg.fit(flow, torch.randn(64, 2), torch.randn(16, 2), epochs=2, objective=NaNValidation(pyro.infer.Trace_ELBO()),
+               checkpoint_dir=tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_data_of_another_float_dtype_take_the_models(dtype, digits):
+    vae = small_vae()
+    train = digits.train[:128].to(dtype)
+    run = pg.fit(vae, train, epochs=1, progress=False)
+    assert math.isfinite(run.best_loss)
+    assert math.isfinite(pg.log_likelihood(vae, digits.test[:8].to(dtype), num_samples=2).mean)
+    assert pg.psis_khat(vae, digits.test[:8].to(dtype), num_samples=30, warn=False).khat.shape == (8,)
+
+
+@pytest.mark.parametrize("device", ["foo", "mps", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_refused(device, digits):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"):
+        pg.fit(small_vae(), digits.train[:64], epochs=1, device=device, progress=False)
+    with pytest.raises(ValueError, match=r"CUDA is not available on this machine|this machine has \d+ CUDA device"):
+        pg.fit(small_vae(), digits.train[:64], epochs=1, device="cuda:63", progress=False)
