@@ -133,8 +133,8 @@ class DataInfo:
         return other.is_discrete and other.num_levels <= self.num_levels
 
     def to_unit_interval(self, x: torch.Tensor) -> torch.Tensor:
-        """Levels :math:`0..K-1` to :math:`[0, 1]` (a network's input); real data unchanged."""
-        return x / (self.num_levels - 1) if self.is_discrete else x
+        """Levels :math:`0..K-1` to :math:`[0, 1]` (a network's input); binary and real data unchanged."""
+        return x / (self.num_levels - 1) if self.is_discrete and self.num_levels > 2 else x
 
     def to_signed_interval(self, x: torch.Tensor) -> torch.Tensor:
         """Levels :math:`0..K-1` to :math:`[-1, 1]`; real data unchanged."""
@@ -145,7 +145,7 @@ class DataInfo:
         a floating-point tensor of shape ``(n,) + event_shape``, ``n >= 1``, finite, and on
         the support. ``owner`` names who needs it (e.g. ``"this VAE"``) in the message."""
         validate_data(x, self.event_shape, what)
-        if self.support == "real":
+        if self.support == "real" or self._on_levels(x):
             return
         off = (x != torch.round(x)) | (x < 0) | (x > self.num_levels - 1)
         if off.any():
@@ -154,6 +154,14 @@ class DataInfo:
                 f"{who} {self.describe_support()}, but {what} holds {int(off.sum())} values off that "
                 f"support (e.g. {x[off][0].item():g})"
             )
+
+    def _on_levels(self, x: torch.Tensor) -> bool:
+        """Whether every value is one of the levels, in as few passes over ``x`` as it takes
+        (validation runs over whole datasets)."""
+        low, high = torch.aminmax(x)
+        if low.item() < 0 or high.item() > self.num_levels - 1:
+            return False
+        return torch.equal(x, torch.round(x))
 
     def to_config(self) -> dict[str, Any]:
         """A plain dict (JSON- and checkpoint-safe) that :meth:`from_config` turns back into this."""
@@ -193,6 +201,8 @@ def validate_data(x: torch.Tensor, event_shape: tuple[int, ...], what: str = "da
         )
     if x.shape[0] == 0:
         raise ValueError(f"{what} is empty: expected at least one data point")
+    if bool(torch.isfinite(x.sum())):  # one fast pass; the exact check only on doubt (or overflow)
+        return
     bad = ~torch.isfinite(x)
     if bad.any():
         first = int(bad.reshape(len(x), -1).any(-1).nonzero()[0])
