@@ -140,10 +140,11 @@ class DataInfo:
         """Levels :math:`0..K-1` to :math:`[-1, 1]`; real data unchanged."""
         return x * (2.0 / (self.num_levels - 1)) - 1.0 if self.is_discrete else x
 
-    def validate(self, x: torch.Tensor, what: str = "data", owner: str = "") -> None:
+    def validate(self, x: torch.Tensor, what: str = "data", owner: str = "", fix: str = "") -> None:
         """Raise a clear error unless ``x`` is a batch of data points of this description:
         a floating-point tensor of shape ``(n,) + event_shape``, ``n >= 1``, finite, and on
-        the support. ``owner`` names who needs it (e.g. ``"this VAE"``) in the message."""
+        the support. ``owner`` names who needs it (e.g. ``"this VAE"``) and ``fix`` says what
+        to do about data off the support, in the message."""
         validate_data(x, self.event_shape, what)
         if self.support == "real" or self._on_levels(x):
             return
@@ -152,7 +153,7 @@ class DataInfo:
             who = f"{owner} models" if owner else "expected"
             raise ValueError(
                 f"{who} {self.describe_support()}, but {what} holds {int(off.sum())} values off that "
-                f"support (e.g. {x[off][0].item():g})"
+                f"support (e.g. {x[off][0].item():g})" + (f"; {fix}" if fix else "")
             )
 
     def _on_levels(self, x: torch.Tensor) -> bool:
@@ -215,6 +216,7 @@ def integer_levels(x: torch.Tensor) -> int | None:
     """``K`` if every value of ``x`` is one of the integers ``0..K-1`` (``K`` = the largest
     value + 1, at least 2), else ``None``: how data that were described as real can be
     recognised as levels."""
-    if not bool(((x == torch.round(x)) & (x >= 0)).all()):
+    low, high = torch.aminmax(x)
+    if low.item() < 0 or not torch.equal(x, torch.round(x)):
         return None
-    return max(2, int(x.max().item()) + 1)
+    return max(2, int(high.item()) + 1)

@@ -8,6 +8,7 @@ of ``num_params * prod(event_shape)`` decoder outputs into a Pyro distribution w
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro.distributions as dist
@@ -45,9 +46,9 @@ class Likelihood:
         self.event_shape = tuple(int(s) for s in event_shape)
         self.num_dims = math.prod(self.event_shape)
 
-    @property
+    @functools.cached_property
     def info(self) -> DataInfo:
-        """The support this likelihood scores."""
+        """The support this likelihood scores (built on first use: read on every training step)."""
         return DataInfo(self.event_shape, self.support, self.num_levels)
 
     @property

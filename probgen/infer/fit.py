@@ -18,7 +18,7 @@ from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .objectives import Objective, resolve_objective
-from .weights import seed_everything
+from .weights import evaluating, seed_everything
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "Callback", "TrainingState", "resolve_device"]
 
@@ -268,6 +268,7 @@ def fit(
             best_weights = folder.best_weights()
     state.rank_history()
 
+    update = optimization.updater(state, folder)
     bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch", disable=not progress,
                dynamic_ncols=True)
     with pyro.validation_enabled(False), model.without_param_sites(), bar:
@@ -275,7 +276,7 @@ def fit(
             for callback in callbacks:
                 callback.on_epoch_start(state)
             began = time.perf_counter()
-            train_loss = _train_epoch(state, optimization, train, batch_size, seed, folder)
+            train_loss = _train_epoch(state, optimization, train, batch_size, seed, update)
             state.history["train_loss"].append(train_loss)
             if valid is not None:
                 with optimization.evaluation_weights():
@@ -304,14 +305,14 @@ def fit(
                      folder.path if folder is not None else None, loss_unit=objective.loss_unit)
 
 
-def _train_epoch(state, optimization, train, batch_size, seed, folder) -> float:
+def _train_epoch(state, optimization, train, batch_size, seed, update) -> float:
     """One pass over ``train`` in the epoch's own order; the mean training loss."""
     state.model.train()
     state.objective.begin_epoch(state.epoch)
     order = torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
     total = 0.0
     for state.step, batch in enumerate(_batches(train, batch_size, order), 1):
-        total += state.objective.train_step(state.model, batch, optimization.updater(state, folder)) * len(batch)
+        total += state.objective.train_step(state.model, batch, update) * len(batch)
         optimization.after_step()
     optimization.after_epoch()
     return total / len(train)
@@ -535,12 +536,10 @@ class CheckpointFolder:
         save_checkpoint(snapshot, self.last)
 
 
-@torch.no_grad()
 def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: int) -> float:
     """The objective's loss over ``data`` in nats per data point, without updates."""
-    model.eval()
-    total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(data, batch_size))
-    model.train()
+    with evaluating(model, seed=None):
+        total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(data, batch_size))
     return total / len(data)
 
 

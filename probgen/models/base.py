@@ -177,12 +177,7 @@ class GenerativeModel(PyroModule):
         shape alone (real-valued data) refuses data that are all integer levels: that it
         should fit a density to them has to be said explicitly."""
         info, name = self.info, type(self).__name__
-        try:
-            info.validate(x, what, owner=f"this {name}")
-        except ValueError as error:
-            if info.is_discrete and "off that support" in str(error):
-                raise ValueError(f"{error}; {self._fix()}") from None
-            raise
+        info.validate(x, what, owner=f"this {name}", fix=self._fix())
         if self.support_assumed and info.support == "real":
             levels = integer_levels(x)
             if levels is not None:

@@ -270,6 +270,7 @@ class Diffusion(GenerativeModel):
         # plain attributes, read on every step: a PyroModule's buffer and submodule lookups
         # cost microseconds each
         self._num_levels = len(levels)
+        self._support = self.info  # the support it scores, read on every step
         self._ends = EndCoefficients.of(self.schedule.logsnr_min, self.schedule.logsnr_max)
 
         if rebuildable:
@@ -294,9 +295,7 @@ class Diffusion(GenerativeModel):
 
     def to_diffusion_space(self, x: torch.Tensor) -> torch.Tensor:
         """Data to the space the process diffuses: levels to :math:`[-1, 1]`, real data unchanged."""
-        if self.discrete:  # the DataInfo's own map, without its lookups on the hot path
-            return x * (2.0 / (self._num_levels - 1)) - 1.0
-        return x
+        return self._support.to_signed_interval(x)
 
     def _bcast(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A per-batch float64 coefficient, shaped to multiply ``like`` (batch + event)."""
