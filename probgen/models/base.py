@@ -43,6 +43,8 @@ and ``observation(z)``.
 
 from __future__ import annotations
 
+import inspect
+
 import math
 
 import torch
@@ -75,6 +77,11 @@ def build_model(config: dict) -> "GenerativeModel":
     family = config.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+    accepted = inspect.signature(FAMILIES[family]).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())  # checked by the family
+    unknown = [] if takes_any else sorted(str(key) for key in config if key not in accepted)
+    if unknown:
+        raise ValueError(f"a {family} config has unknown keys {unknown}; a {family} takes {sorted(accepted)}")
     return FAMILIES[family](**config)
 
 

@@ -232,8 +232,8 @@ class Diffusion(GenerativeModel):
     ):
         info = DataInfo.of(data)
         event_shape = info.event_shape
-        if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
-            raise ValueError(f"num_steps must be None (continuous time) or a positive integer, got {num_steps!r}")
+        if num_steps is not None:  # None: continuous time
+            positive_int(num_steps, "num_steps")
         rebuildable = network is None and not isinstance(schedule, LogSNRSchedule) and not isinstance(likelihood, Likelihood)
         likelihood_name = likelihood
         likelihood = likelihood_for(data, likelihood, num_levels)

@@ -52,7 +52,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import non_negative_number, positive_int, positive_number
+from ..checks import layer_sizes, non_negative_number, positive_int, positive_number
 from ..distributions import DataInfo, DiscretizedLogistic
 from ..nn import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, packed_event_shape
 from .base import DecoderModel, register_family
@@ -181,7 +181,7 @@ class GAN(DecoderModel):
         self._obs_noise = None
         rebuildable = generator is None and discriminator is None and isinstance(prior, str)
 
-        hidden = tuple(hidden)
+        hidden = layer_sizes(hidden, "hidden")
         if generator is None:
             generator = MLPGenerator(latent_dim, event_shape, hidden) if network == "mlp" else DCGANGenerator(latent_dim, event_shape)
         if discriminator is None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import layer_sizes, positive_int
 from ..distributions import (
     DataInfo,
     Likelihood,
@@ -150,7 +150,7 @@ class VAE(DecoderModel):
         if network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
-        hidden = tuple(hidden)
+        hidden = layer_sizes(hidden, "hidden")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 

@@ -126,5 +126,5 @@ def test_gan_bad_input():
         pg.fit(gan, torch.full((4, 8, 8), 0.5), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"shape \(num_data, 8, 8\)"):
         pg.fit(gan, torch.zeros(4, 64), epochs=1, progress=False)
-    with pytest.raises(ValueError, match="lr gives no learning rate for the parameter groups"):
+    with pytest.raises(ValueError, match=r"lr must give one learning rate for each parameter group \[.discriminator., .generator.\]; it has none for \[.discriminator.\]"):
         pg.fit(gan, torch.zeros(4, 8, 8), epochs=1, lr={"generator": 1e-3}, progress=False)
