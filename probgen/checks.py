@@ -26,7 +26,7 @@ from typing import TypeVar
 
 __all__ = [
     "positive_int", "integer", "seed", "layer_sizes", "positive_number", "optional_positive_number",
-    "non_negative_number", "boolean", "choice", "options", "writable_folder", "new_file",
+    "non_negative_number", "boolean", "choice", "options", "writable_folder", "new_file", "sample_count",
 ]
 
 #: the largest seed every generator probgen seeds accepts (NumPy's legacy seeding)
@@ -158,3 +158,27 @@ def new_file(value, name: str, overwrite: bool = False) -> Path:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} already exists; nothing was overwritten: choose another {name}")
     return path
+
+
+#: bytes a sampler may hold per value it returns (the output, the latents, a few temporaries)
+BYTES_PER_SAMPLED_VALUE = 16
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
+def sample_count(value, values_per_sample: int, name: str = "n") -> int:
+    """``value`` if it is a positive integer number of samples whose values fit in this
+    machine's memory (about :data:`BYTES_PER_SAMPLED_VALUE` bytes each); a larger request is
+    refused before any memory is taken, instead of failing inside the allocator."""
+    positive_int(value, name)
+    memory = _physical_memory()
+    needed = value * values_per_sample * BYTES_PER_SAMPLED_VALUE
+    if memory is not None and needed > memory:
+        raise ValueError(f"{name}={value} samples of {values_per_sample} values need about {needed / 2**30:.0f} GiB, "
+                         f"more than this machine's {memory / 2**30:.0f} GiB: draw them in smaller batches")
+    return value

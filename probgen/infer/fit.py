@@ -27,6 +27,9 @@ __all__ = ["fit", "FitResult", "NonFiniteLossError", "Callback", "TrainingState"
 
 LAST, BEST = "last.pt", "best.pt"
 
+#: how far below the model dtype's largest value a learning rate must stay
+LR_HEADROOM = 2.0**20
+
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; parameters were not updated with it."""
@@ -316,8 +319,9 @@ def _check_options(model, *, epochs, batch_size, lr, optimizer, optimizer_option
     positive_int(epochs, "epochs")
     positive_int(batch_size, "batch_size")
     check_seed(seed)
-    # a rate the optimizer stores in the model's dtype must stay finite there (1e39 is inf in float32)
-    largest = torch.finfo(model.dtype).max
+    # a rate must stay finite in the model's dtype after the optimizer's own scalings: Adam
+    # divides it by 1 - beta1**step, 1e-3 for beta1 = 0.999 (3e37 overflows float32 there)
+    largest = torch.finfo(model.dtype).max / LR_HEADROOM
     if isinstance(lr, dict):
         for group, rate in lr.items():
             positive_number(rate, f"lr[{group!r}]", maximum=largest)

@@ -185,6 +185,10 @@ class GenerativeModel(PyroModule):
         should fit a density to them has to be said explicitly."""
         info, name = self.info, type(self).__name__
         info.validate(x, what, owner=f"this {name}", fix=self._fix())
+        largest = torch.finfo(self.dtype).max
+        if torch.finfo(x.dtype).max > largest and x.abs().max().item() > largest:  # float64 into float32, say
+            raise ValueError(f"{what} holds values beyond the range of this {name}'s {self.dtype} (largest {largest:.4g}): "
+                             f"as {self.dtype} they would be infinite; rescale the data")
         if self.support_assumed and info.support == "real":
             levels = integer_levels(x)
             if levels is not None:

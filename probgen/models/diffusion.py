@@ -58,7 +58,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import choice, positive_int
+from ..checks import choice, positive_int, sample_count
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
 from .base import GenerativeModel, register_family
@@ -522,7 +522,7 @@ class Diffusion(GenerativeModel):
             (deterministic given :math:`z_1`). For discrete data :math:`\\hat y` is clipped to
             :math:`[-1, 1]`, the range the data live in.
         """
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         sampler = choice(sampler, Sampler, "sampler")
         times = self._chain_times(steps)
         logsnr = self.schedule(times)

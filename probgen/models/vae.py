@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import layer_sizes, positive_int
+from ..checks import layer_sizes, positive_int, sample_count
 from ..distributions import (
     DataInfo,
     Likelihood,
@@ -236,7 +236,7 @@ class VAE(DecoderModel):
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
         """``n`` draws of :math:`x`; with ``mean=True`` the likelihood's mean given each
         :math:`z` instead (what sample grids show)."""
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         z = self.prior_distribution().sample((n,))
         output = self.decoder(z)
         if mean:

@@ -128,3 +128,15 @@ def test_gan_bad_input():
         pg.fit(gan, torch.zeros(4, 64), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"lr must give one learning rate for each parameter group \[.discriminator., .generator.\]; it has none for \[.discriminator.\]"):
         pg.fit(gan, torch.zeros(4, 8, 8), epochs=1, lr={"generator": 1e-3}, progress=False)
+
+
+def test_a_gan_with_observation_noise_is_refused_by_the_adversarial_game_before_any_step():
+    # binary data: x ~ Bernoulli(eps + (1 - 2 eps) G(z)) has no reparameterized draw (on real data the
+    # Gaussian noise is reparameterized, and the game trains on noisy samples)
+    gan = pg.GAN(pg.DataInfo((2,), "binary"), 2, hidden=(8,))
+    gan.obs_noise = 0.3
+    before = [p.clone() for p in gan.parameters()]
+    with pytest.raises(ValueError, match="has obs_noise=0.3, so its site 'x' draws from the observation model.*set "
+                                         "obs_noise = None"):
+        pg.fit(gan, torch.ones(64, 2), epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, gan.parameters()))
