@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = [
-    "positive_int", "integer", "seed", "layer_sizes", "positive_number", "optional_positive_number",
+    "positive_int", "integer", "seed", "layer_sizes", "positive_number", "number", "optional_positive_number",
     "non_negative_number", "boolean", "choice", "options", "writable_folder", "new_file", "sample_count",
 ]
 
@@ -79,6 +79,13 @@ def positive_number(value, name: str, maximum: float | None = None) -> float:
     if not _is_number(value) or not math.isfinite(value) or value <= 0 or (maximum is not None and value >= maximum):
         below = f" below {maximum:.4g}" if maximum is not None else ""
         raise ValueError(f"{name} must be a positive finite number{below}, got {value!r}")
+    return float(value)
+
+
+def number(value, name: str, minimum: float, below: float) -> float:
+    """``value`` as a float if it is a finite number in ``[minimum, below)``."""
+    if not _is_number(value) or not math.isfinite(value) or not minimum <= value < below:
+        raise ValueError(f"{name} must be a number from {minimum:g} up to (not including) {below:g}, got {value!r}")
     return float(value)
 
 

@@ -120,17 +120,32 @@ def models():
     ]
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
-def test_log_likelihood_scores_exactly_the_data_in_the_support(models, examples):
-    def check(drawn):
-        index, x = drawn
-        model, options = models[index]
-        estimate, error = outcome(lambda: pg.log_likelihood(model, x, batch_size=3, **options))
-        assert (error is None) == acceptable(x, model.info), f"{model.info}, {x.dtype} {tuple(x.shape)}: {error}"
-        if estimate is not None:
-            assert estimate.pointwise.shape == (len(x),) and torch.isfinite(estimate.pointwise).all()
+# each estimator entry point: (name, models it applies to, call -> per-data-point values)
+SCORERS = [
+    ("log_likelihood", range(5), lambda model, options, x: pg.log_likelihood(model, x, batch_size=3, **options).pointwise),
+    ("compare", range(5), lambda model, options, x: torch.as_tensor(
+        pg.compare({"m": model}, x, methods=options["method"], num_samples=options.get("num_samples", 1), batch_size=3,
+                   estimator_options={"ais": {"num_steps": 2}}).estimates["m"].pointwise)),
+    ("psis_khat", [0, 1], lambda model, options, x: pg.diagnostics.psis_khat(model, x, 25, batch_size=3,
+                                                                            warn=False).khat),
+    ("to_inference_data", [0], lambda model, options, x: torch.as_tensor(
+        pg.to_inference_data(model, x, num_samples=25, batch_size=3, warn=False).sample_stats["pareto_k"].values)),
+]
 
-    run_property(examples, st.tuples(st.integers(0, 4), batches()), check)
+
+@pytest.mark.parametrize("examples", EXAMPLES)
+def test_estimators_score_exactly_the_data_in_the_support(models, examples):
+    def check(drawn):
+        (name, _, score), index, x = drawn
+        model, options = models[index]
+        values, error = outcome(lambda: score(model, options, x))
+        assert (error is None) == acceptable(x, model.info), f"{name}, {model.info}, {x.dtype} {tuple(x.shape)}: {error}"
+        if values is not None:
+            assert values.shape == (len(x),) and not torch.isnan(values).any(), f"{name}: {values}"
+
+    pairs = st.sampled_from(SCORERS).flatmap(
+        lambda scorer: st.tuples(st.just(scorer), st.sampled_from(list(scorer[1])), batches()))
+    run_property(examples, pairs, check)
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
