@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-DIM, HIDDEN, LAYERS, POINTS, BATCH, EPOCHS = 16, 512, 4, 8192, 512, 4
+DIM, HIDDEN, LAYERS, POINTS, BATCH, EPOCHS = 16, 512, 4, 16384, 2048, 4
 
 
 def train(device: str) -> dict:

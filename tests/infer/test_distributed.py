@@ -114,3 +114,18 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_an_uninterrupted_one(t
     for record in (first, second):
         torch.testing.assert_close(torch.tensor(record["train"]), torch.tensor(run.history["train_loss"]),
                                    rtol=1e-5, atol=0)
+
+
+def test_probgen_fit_runs_under_torchrun_and_rank_zero_writes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "probgen.cli",
+               "fit", "flow", "--data", "moons", "--epochs", "2", "--num-test", "50", "--flow-layers", "1",
+               "--flow-hidden", "8", "--out", str(out), "--no-progress", "--device", "cpu",
+               "--tensorboard", str(tmp_path / "logs")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("test exact:") == 1  # printed by rank 0 alone
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["exact"]["num_data"] == 50 and len(metrics["history"]["train_loss"]) == 2
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "loss.png", "samples.png", "metrics.json", "checkpoints"}
+    assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1
