@@ -125,7 +125,7 @@ def options(value, name: str, accepted=None) -> dict:
         raise TypeError(f"{name} must be a dict of keyword options, got {value!r}")
     unknown = sorted(set(value) - set(accepted)) if accepted is not None else []
     if unknown:
-        raise ValueError(f"{name} has unknown options {unknown}; accepted: {sorted(accepted)}")
+        raise ValueError(f"{name} has unknown options {unknown}; accepted: {sorted(accepted) or 'none'}")
     return dict(value)
 
 

@@ -387,3 +387,20 @@ def test_cli_sample_draws_only_a_count_it_can_show(tmp_path_factory, capsys, exa
 
     run_property(examples, st.one_of(st.integers(-3, 40), st.integers(MAX_FIGURE_SAMPLES - 1, MAX_FIGURE_SAMPLES + 1),
                                      st.integers(10**5, 10**9)), check)
+
+
+def test_estimator_options_and_seeds_are_checked_by_probgen():
+    flow = pg.Flow(pg.DataInfo((2,), "real"), "maf", num_layers=1, hidden=4)
+    x = torch.randn(4, 2)
+    for call in (
+        lambda: pg.log_likelihood(flow, x, foo=1),
+        lambda: pg.compare({"a": flow}, x, estimator_options={"exact": {"foo": 1}}),
+        lambda: pg.compare({"a": flow}, x, estimator_options=[1]),
+        lambda: pg.log_likelihood(flow, x, seed=-5),
+        lambda: pg.compare({"a": flow}, x, seed="x"),
+        lambda: pg.save_model(flow, Path(__file__).parent),
+    ):
+        result, error = outcome(call)
+        assert error is not None
+    assert "the 'exact' estimator has unknown options ['foo']; accepted: none" in str(
+        outcome(lambda: pg.log_likelihood(flow, x, foo=1))[1])

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..checks import new_file
+
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "save_model", "load_model"]
 
 #: the layout of the checkpoints this version writes: 1, models configured by ``event_shape``
@@ -23,7 +25,7 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed
     to disk, then renamed over ``path``. A crash leaves the previous file intact."""
-    path = Path(path)
+    path = new_file(path, "the checkpoint path", overwrite=True)  # not a folder, in a folder that can be written
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -34,6 +34,7 @@ from typing import Mapping
 
 import torch
 
+from ..checks import options as check_options
 from .likelihood import LikelihoodEstimate, log_likelihood, resolve_method
 
 __all__ = ["Comparison", "ComparisonRow", "compare"]
@@ -211,6 +212,9 @@ def compare(
         raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+    estimator_options = check_options(estimator_options, "estimator_options")
+    for method, given in estimator_options.items():
+        check_options(given, f"estimator_options[{method!r}]")
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or len(x) < 1:
         raise ValueError(f"x must be a tensor of data points along dim 0, got {getattr(x, 'shape', type(x))}")
 

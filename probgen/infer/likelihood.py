@@ -15,6 +15,7 @@ with :math:`w_i = p(x, z_i) / q(z_i \mid x)`, :math:`z_i \sim q(z \mid x)` from
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Callable
 
@@ -23,6 +24,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from ..checks import boolean, positive_int
+from ..checks import options as check_options
 from .distributed import rank_seed, sharding
 from .weights import VALUES_PER_PASS, evaluating, log_weights
 
@@ -101,6 +103,15 @@ def register_estimator(name: str, kind: str):
         return fn
 
     return decorate
+
+
+def _options_taken(estimator) -> list[str] | None:
+    """The keyword options an estimator takes after ``(model, x, num_samples, particle_batch)``;
+    ``None``: any (it has ``**options``)."""
+    parameters = list(inspect.signature(estimator).parameters.values())[4:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters]
 
 
 def _particle_chunks(num_samples, particle_batch):
@@ -199,6 +210,8 @@ def log_likelihood(
     positive_int(batch_size, "batch_size")
     if particle_batch is not None:
         positive_int(particle_batch, "particle_batch")
+    estimator = ESTIMATORS[method]
+    check_options(options, f"the {method!r} estimator", _options_taken(estimator))
     model.validate(x)
     if method == "exact":
         num_samples = 1
@@ -212,7 +225,7 @@ def log_likelihood(
     with evaluating(model, seed if ranks is None or seed is None else rank_seed(seed, ranks.rank)):  # x validated above
         for start in range(0, len(part), batch_size):
             batch = part[start : start + batch_size].to(device, model.dtype)
-            values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
+            values, batch_terms = estimator(model, batch, num_samples, particle_batch, **options)
             pointwise.append(values.double().cpu())
             for name, value in (batch_terms or {}).items():
                 terms.setdefault(name, []).append(value.double().cpu())

@@ -21,6 +21,7 @@ import pyro.poutine as poutine
 import torch
 
 from ..checks import boolean, positive_int
+from ..checks import seed as check_seed
 from .distributed import rank_seed, sharding
 
 __all__ = ["trace_log_weights", "log_weights", "importance_log_weights", "evaluating", "seed_everything",
@@ -73,7 +74,7 @@ def evaluating(model, seed: int | None = 0):
     """Evaluate ``model`` inside this block (see the module docstring); ``seed=None`` leaves
     the random state alone."""
     if seed is not None:
-        seed_everything(seed)
+        seed_everything(check_seed(seed))
     was_training = model.training
     model.eval()
     try:
