@@ -293,8 +293,10 @@ class HierarchicalVAE(DecoderModel):
     """
 
     likelihood_methods = ("iwae", "elbo", "ais")
-    #: :class:`probgen.infer.TermsELBO` on :meth:`elbo_terms`: the closed-form KLs of the
-    #: top-down guide give a lower-variance gradient than one draw of the log-weights
+    #: :class:`probgen.infer.TermsELBO` on :meth:`elbo_terms`, with each layer's KL in closed
+    #: form where that is unbiased. On optdigits, (16, 8) layers, 10 epochs, seed 0, it reached
+    #: a lower validation loss than ``"elbo"`` (one draw of the log-weights) with both guides:
+    #: top-down 106.8 against 109.1 nats, bottom-up 95.8 against 96.3
     default_objective = "terms"
 
     def __init__(
@@ -398,11 +400,9 @@ class HierarchicalVAE(DecoderModel):
     def _ladder_features(self, network_input):
         features = self.encoder(network_input)
         if not isinstance(features, (tuple, list)) or len(features) != self.num_layers:
-            raise ValueError(f"the top-down guide's encoder must return one feature tensor per layer "
-                             f"({self.num_layers}), got {type(features).__name__} of length {len(features)}"
-                             if isinstance(features, (tuple, list)) else
-                             f"the top-down guide's encoder must return a tuple of {self.num_layers} feature "
-                             f"tensors, one per layer, got a {type(features).__name__}")
+            got = f"{len(features)} of them" if isinstance(features, (tuple, list)) else f"a {type(features).__name__}"
+            raise ValueError(f"the top-down guide's encoder must return a tuple of {self.num_layers} feature tensors, "
+                             f"one per layer (d_1, ..., d_L); got {got}")
         return features
 
     def _top_posterior_params(self, network_input):
