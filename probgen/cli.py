@@ -24,6 +24,7 @@ import torch
 
 import probgen as pg
 
+from .checks import integer, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
 from .infer.checkpoint import load_checkpoint
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
@@ -124,17 +125,62 @@ def _evaluate(model, x, methods, num_samples, progress=True, **options):
     return results
 
 
+#: the most samples ``probgen sample`` draws into one figure
+MAX_FIGURE_SAMPLES = 10_000
+
+
+def _optional(check):
+    return lambda value, name: None if value is None else check(value, name)
+
+
+# every numeric option of every command, by its attribute: the check it gets before any work
+_OPTION_CHECKS = {
+    "epochs": _optional(positive_int), "batch_size": _optional(positive_int), "lr": _optional(positive_number), "seed": seed,
+    "num_samples": _optional(positive_int), "num_test": _optional(positive_int), "latent_dim": _optional(positive_int),
+    "flow_layers": positive_int, "flow_hidden": positive_int, "pack": positive_int, "num_steps": _optional(positive_int),
+    "r1_weight": _optional(non_negative_number), "gp_weight": _optional(non_negative_number),
+    "ais_steps": positive_int, "steps": _optional(positive_int),
+    "n": lambda value, name: integer(value, name, 1, MAX_FIGURE_SAMPLES),
+}
+
+
+def _check_options(args) -> None:
+    """The command's numeric options and device, checked before any data are loaded; each error
+    names the option as it is typed."""
+    for attribute, check in _OPTION_CHECKS.items():
+        if hasattr(args, attribute):
+            check(getattr(args, attribute), "-n" if attribute == "n" else "--" + attribute.replace("_", "-"))
+    if hasattr(args, "device"):
+        pg.infer.resolve_device(args.device)
+
+
+def _check_outputs(out, names, *, overwrite=False) -> Path:
+    """``out`` as a folder that can be written, holding none of ``names`` (unless
+    ``overwrite``: a resumed run rewrites its own outputs); nothing is created yet."""
+    out = writable_folder(out, "--out")
+    for name in names:
+        new_file(out / name, "--out", overwrite=overwrite)
+    return out
+
+
+FIT_OUTPUTS = ("model.pt", "loss.png", "samples.png", "metrics.json", "density.png")
+
+
 def cmd_fit(args):
+    _check_options(args)
+    checkpoints = writable_folder(args.out, "--out") / "checkpoints"
+    if not args.resume and (checkpoints / "last.pt").exists():
+        raise FileExistsError(f"{args.out} holds the checkpoints of an earlier run; pass --resume to continue it, or "
+                              "choose another --out (nothing was overwritten)")
+    out = _check_outputs(args.out, FIT_OUTPUTS, overwrite=args.resume)
     data = pg.datasets.load(args.data, root=args.root)
     pg.infer.seed_everything(args.seed)
     model = FAMILY_BUILDERS[args.family](data.info, args)
-    out = Path(args.out)
-    if (out / "model.pt").exists():
-        raise SystemExit(f"error: {out} already holds a model.pt; choose another --out (nothing was overwritten)")
     print(f"fitting {args.family} on {data}")
     result = pg.fit(
         model, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, seed=args.seed, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
+        device=args.device, seed=args.seed, checkpoint_dir=checkpoints, resume=args.resume,
+        progress=not args.no_progress,
     )
     print(result)
     pg.save_model(model, out / "model.pt", data=args.data)
@@ -168,24 +214,39 @@ def _load_run(run_dir):
     return model, state.get("data")
 
 
+def _obs_noise(value):
+    """``--obs-noise``: ``"auto"`` or a positive number."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"--obs-noise must be 'auto' or a positive number, got {value!r}") from None
+    return positive_number(number, "--obs-noise")
+
+
 def cmd_evaluate(args):
+    _check_options(args)
+    obs_noise = _obs_noise(args.obs_noise)
     model, data_name = _load_run(args.run)
     data = pg.datasets.load(args.data or data_name or "optdigits", root=args.root)
     x = getattr(data, args.split)
     x = pg.datasets.random_subset(x, args.num_test)
     method = pg.infer.resolve_method(model, args.method)
     options = {"num_steps": args.ais_steps} if method == "ais" else {}
-    if args.obs_noise is not None and not hasattr(model, "obs_noise"):
+    if obs_noise is not None and not hasattr(model, "obs_noise"):
         raise ValueError(f"--obs-noise applies to a model with observation noise (a GAN), not a {model.family}")
-    if args.obs_noise == "auto":
+    if obs_noise == "auto":
         best, _ = pg.infer.select_obs_noise(model, data.valid[:100], **options)
         print(f"obs_noise {best:.4g}, chosen by AIS on 100 validation points")
-    elif args.obs_noise is not None:
-        model.obs_noise = float(args.obs_noise)
+    elif obs_noise is not None:
+        model.obs_noise = obs_noise
     _evaluate(model, x, [method], args.num_samples, **options)
 
 
 def cmd_sample(args):
+    _check_options(args)
+    new_file(args.out, "--out")
     model, data_name = _load_run(args.run)
     pg.infer.seed_everything(args.seed)
     options = {name: value for name, value in (("steps", args.steps), ("sampler", args.sampler)) if value is not None}
@@ -247,9 +308,11 @@ def cmd_compare(args):
     unknown = sorted(set(families) - set(FAMILY_BUILDERS))
     if unknown:
         raise ValueError(f"unknown families {unknown}; available: {sorted(FAMILY_BUILDERS)}")
-    out = Path(args.out)
-    if (out / "table.md").exists():
-        raise SystemExit(f"error: {out} already holds a comparison (table.md); choose another --out (nothing was overwritten)")
+    _check_options(args)
+    out = _check_outputs(args.out, ["table.md", "table.csv", "compare.png"] + [
+        name.format(family) for family in families
+        for name in ("samples_{}.png", "idata_{}.nc", "khat_{}.png", "models/{}.pt")
+    ])
     data = pg.datasets.load(args.data, root=args.root)
     num_test = args.num_test or budget["num_test"]
     test = pg.datasets.random_subset(data.test, num_test)
@@ -315,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default="runs/latest")
     fit.add_argument("--num-samples", type=int, default=1000, help="importance samples for the test IWAE")
     fit.add_argument("--num-test", type=int, default=None, help="evaluate on a fixed random subset of N test points")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last checkpoint (same options and seed)")
     fit.add_argument("--no-progress", action="store_true")
     _family_arguments(fit)
     fit.set_defaults(handler=cmd_fit)
@@ -335,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw samples from a fitted model into a PNG")
     sample.add_argument("run")
-    sample.add_argument("-n", type=int, default=64)
+    sample.add_argument("-n", type=int, default=64, help=f"samples in the figure (at most {MAX_FIGURE_SAMPLES})")
     sample.add_argument("--out", default="samples.png")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--steps", type=int, default=None, help="diffusion: reverse steps (respaced)")

@@ -39,7 +39,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from ..checks import positive_int
+from ..checks import integer, positive_int
 from ..infer import LikelihoodEstimate, importance_log_weights, log_likelihood as estimate_log_likelihood, seed_everything
 from .plots import save_figure
 from .psis import psis_result
@@ -137,8 +137,7 @@ def to_inference_data(
         >>> dict(idata.posterior["z"].sizes)
         {'chain': 1, 'draw': 50, 'datum': 5, 'latent_dim': 4}
     """
-    if not isinstance(num_samples, int) or num_samples < 25:
-        raise ValueError(f"num_samples must be an integer of at least 25 (the Pareto fit needs them), got {num_samples!r}")
+    integer(num_samples, "num_samples (the Pareto fit needs at least 25)", minimum=25)
     positive_int(batch_size, "batch_size")
     positive_int(max_sites, "max_sites")
     if log_likelihood is not None and len(log_likelihood.pointwise) != len(x):

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import integer
 from ..infer import LikelihoodEstimate, importance_log_weights
 from .plots import save_figure
 
@@ -272,7 +273,6 @@ def psis_khat(
         >>> result.khat.shape
         torch.Size([5])
     """
-    if not isinstance(num_samples, int) or num_samples < 25:
-        raise ValueError(f"num_samples must be an integer of at least 25 for Pareto smoothing, got {num_samples!r}")
+    integer(num_samples, "num_samples (Pareto smoothing needs at least 25)", minimum=25)
     log_weights = importance_log_weights(model, x, num_samples, batch_size=batch_size, seed=seed)
     return psis_result(model, log_weights, threshold, warn)

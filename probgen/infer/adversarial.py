@@ -256,6 +256,15 @@ class Adversarial(Objective):
                 f"points; these batch sizes are not: {bad} (the last batch of an epoch holds what is left of "
                 "the data: choose batch_size and the data's length accordingly)"
             )
+        self._discriminator(model)
+        # the model's site "x" can be played against the discriminator: said before any work, from
+        # a dry run in evaluation mode (batch norm's running statistics stay as they are)
+        training = model.training
+        try:
+            with torch.no_grad():
+                self.generate(model.eval(), 2)
+        finally:
+            model.train(training)
 
     def _discriminator(self, model):
         d = self.discriminator if self.discriminator is not None else getattr(model, "discriminator", None)
@@ -283,6 +292,12 @@ class Adversarial(Objective):
             raise ValueError(f"{type(model).__name__}.model has no sample site 'x' to train adversarially")
         if site["is_observed"]:
             raise ValueError("site 'x' is observed when the model runs with x=None; it must be sampled")
+        if not site["fn"].has_rsample and getattr(model, "obs_noise", None) is not None:
+            raise ValueError(
+                f"this {type(model).__name__} has obs_noise={model.obs_noise}, so its site 'x' draws from the observation "
+                "model, while the adversarial game trains x = G(z): set obs_noise = None to train it, and choose the "
+                "noise again afterwards (pg.infer.select_obs_noise: it depends on the weights)"
+            )
         if not site["fn"].has_rsample:
             raise ValueError(
                 f"site 'x' draws from {type(site['fn']).__name__}, which is not reparameterized; the generator "

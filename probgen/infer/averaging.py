@@ -24,19 +24,18 @@ References:
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
+
+from ..checks import number
 
 __all__ = ["WeightAverage", "check_ema"]
 
 
 def check_ema(decay) -> None:
     """Raise a clear error unless ``decay`` is ``None`` or a number in ``[0, 1)``."""
-    if decay is None:
-        return
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (0 <= decay < 1) or not math.isfinite(decay):
-        raise ValueError(f"ema must be None or a decay in [0, 1), e.g. 0.999; got {decay!r}")
+    if decay is not None:  # e.g. 0.999
+        number(decay, "ema", 0, 1)
 
 
 class WeightAverage:

@@ -82,7 +82,10 @@ def load_model(path: str | Path, map_location="cpu"):
     state = load_checkpoint(path, map_location, required=("model", "config"))
     if not state["config"]:
         raise CheckpointError(f"{path} holds no model config; it cannot be rebuilt by name")
-    model = build_model(state["config"])
+    try:
+        model = build_model(state["config"])
+    except (ValueError, TypeError) as error:  # our checks of the config and of the family's arguments
+        raise CheckpointError(f"{path} holds a config that builds no model: {error}") from error
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:

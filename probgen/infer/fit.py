@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import math
 import time
 from pathlib import Path
@@ -13,7 +14,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..checks import positive_int
+from ..checks import boolean, optional_positive_number, positive_int, positive_number, writable_folder
+from ..checks import options as check_options
+from ..checks import seed as check_seed
 from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
@@ -23,6 +26,9 @@ from .weights import evaluating, seed_everything
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "Callback", "TrainingState", "resolve_device"]
 
 LAST, BEST = "last.pt", "best.pt"
+
+#: how far below the model dtype's largest value a learning rate must stay
+LR_HEADROOM = 2.0**20
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -242,17 +248,19 @@ def fit(
             f"patience needs a loss that ranks epochs; {type(objective).__name__}'s loss {objective.loss_unit} does "
             "not (it depends on that epoch's discriminator): train for a fixed number of epochs"
         )
-    positive_int(epochs, "epochs")
-    positive_int(batch_size, "batch_size")
+    _check_options(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                   optimizer_options=optimizer_options, seed=seed, clip_grad=clip_grad, patience=patience,
+                   restore_best=restore_best, resume=resume, progress=progress, callbacks=callbacks)
     model.validate(train, "train")
     if valid is not None:
         model.validate(valid, "valid")
     objective.check_batches(model, _batch_sizes(train, batch_size) | _batch_sizes(valid, batch_size))
     device = resolve_device(device)
     callbacks = tuple(callbacks)
-    folder = CheckpointFolder(checkpoint_dir, resume) if checkpoint_dir is not None else None
-    if folder is None and resume:
+    if checkpoint_dir is None and resume:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    folder = CheckpointFolder(checkpoint_dir, resume, seed=seed, batch_size=batch_size) \
+        if checkpoint_dir is not None else None
 
     model.to(device)
     train = train.to(device, model.dtype)  # float64 (NumPy's) and float16 data take the model's dtype
@@ -287,7 +295,7 @@ def fit(
             if improved and restore_best and valid is not None:
                 best_weights = optimization.evaluation_state()
             if folder is not None:
-                folder.save(optimization.snapshot(state, seed), improved)
+                folder.save(optimization.snapshot(state, seed, batch_size), improved)
             bar.set_postfix({name.split("_")[0]: f"{values[-1]:.3f}" for name, values in state.history.items()
                              if name != "seconds" and values})
             bar.update(1)
@@ -303,6 +311,35 @@ def fit(
         optimization.leave_evaluation_weights()
     return FitResult(state.history, state.best_epoch, state.best_loss, state.epoch, state.stopped_early,
                      folder.path if folder is not None else None, loss_unit=objective.loss_unit)
+
+
+def _check_options(model, *, epochs, batch_size, lr, optimizer, optimizer_options, seed, clip_grad, patience,
+                   restore_best, resume, progress, callbacks) -> None:
+    """fit's options, each checked before any work (the data are checked by the model)."""
+    positive_int(epochs, "epochs")
+    positive_int(batch_size, "batch_size")
+    check_seed(seed)
+    # a rate must stay finite in the model's dtype after the optimizer's own scalings: Adam
+    # divides it by 1 - beta1**step, 1e-3 for beta1 = 0.999 (3e37 overflows float32 there)
+    largest = torch.finfo(model.dtype).max / LR_HEADROOM
+    if isinstance(lr, dict):
+        for group, rate in lr.items():
+            positive_number(rate, f"lr[{group!r}]", maximum=largest)
+    else:
+        positive_number(lr, "lr", maximum=largest)
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer class (e.g. torch.optim.Adam), got {optimizer!r}")
+    accepted = [name for name in inspect.signature(optimizer).parameters if name not in ("self", "params", "lr")]
+    check_options(optimizer_options, "optimizer_options", accepted)
+    optional_positive_number(clip_grad, "clip_grad")
+    if patience is not None:
+        positive_int(patience, "patience")
+    for name, flag in (("restore_best", restore_best), ("resume", resume), ("progress", progress)):
+        boolean(flag, name)
+    for callback in callbacks:
+        if not all(callable(getattr(callback, hook, None)) for hook in ("on_epoch_start", "on_epoch_end")):
+            raise TypeError(f"callbacks must be probgen.infer.Callback objects (on_epoch_start and on_epoch_end), "
+                            f"got {callback!r}")
 
 
 def _train_epoch(state, optimization, train, batch_size, seed, update) -> float:
@@ -381,9 +418,10 @@ class Optimization:
         self.model = model
         self.groups = objective.parameter_groups(model)
         rates = lr if isinstance(lr, dict) else {name: lr for name in self.groups}
-        missing = set(self.groups) - set(rates)
-        if missing:
-            raise ValueError(f"lr gives no learning rate for the parameter groups {sorted(missing)}")
+        missing, unknown = set(self.groups) - set(rates), set(rates) - set(self.groups)
+        if missing or unknown:
+            raise ValueError(f"lr must give one learning rate for each parameter group {sorted(self.groups)}; "
+                             f"it has none for {sorted(missing)} and names no group {sorted(unknown)}")
         for name, params in self.groups.items():
             if not params:
                 raise ValueError(f"parameter group {name!r} has no trainable parameters")
@@ -462,7 +500,7 @@ class Optimization:
         if self.average is not None:
             self.average.copy_to_model()
 
-    def snapshot(self, state: TrainingState, seed: int) -> dict:
+    def snapshot(self, state: TrainingState, seed: int, batch_size: int) -> dict:
         """Everything a resumed run needs to repeat an uninterrupted one."""
         snapshot = {
             "format": CHECKPOINT_FORMAT,
@@ -474,6 +512,7 @@ class Optimization:
             "history": state.history,
             "rng": _rng_state(),
             "seed": seed,
+            "batch_size": batch_size,
         }
         if self.average is not None:
             snapshot["ema"] = self.average.state_dict()
@@ -491,6 +530,9 @@ class Optimization:
                 raise ValueError(f"{path} was written with ema={saved['ema'].get('decay')}, this call asks for "
                                  f"ema={self.average.decay}: resume with the same ema")
             self.average.load_state_dict(saved["ema"])
+        if set(saved["optimizers"]) != set(self.optimizers):
+            raise ValueError(f"{path} was written with the parameter groups {sorted(saved['optimizers'])}, this call "
+                             f"trains {sorted(self.optimizers)}: resume with the same objective")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(saved["optimizers"][name])
         saved_schedulers = saved.get("schedulers", {})
@@ -505,35 +547,93 @@ class Optimization:
 
 class CheckpointFolder:
     """``last.pt`` (every epoch) and ``best.pt`` (each new best) in one folder, written
-    atomically; a folder that holds a checkpoint is refused unless the run resumes it."""
+    atomically; a folder that holds a checkpoint is refused unless the run resumes it.
 
-    def __init__(self, path, resume: bool):
-        self.path = Path(path)
+    Opening the folder checks, before any work, that it can be written, removes the
+    temporary files of a save that was killed mid-write (the checkpoint itself is intact: it
+    is replaced only by a rename), and, on resume, that the saved run is the one asked for:
+    its layout, its seed and its batch size (another of either would give another history)."""
+
+    def __init__(self, path, resume: bool, *, seed: int, batch_size: int):
+        self.path = writable_folder(path, "checkpoint_dir")
         self.last, self.best = self.path / LAST, self.path / BEST
         self.saved = None
         if resume and self.last.exists():
-            self.saved = load_checkpoint(self.last, required=("model", "optimizers", "epoch", "history", "rng"))
+            self.saved = load_checkpoint(self.last, required=SNAPSHOT_KEYS)
+            _check_snapshot(self.saved, self.last)
+            for name, value in (("seed", seed), ("batch_size", batch_size)):
+                if name in self.saved and self.saved[name] != value:
+                    raise ValueError(
+                        f"{self.last} was written by a run with {name}={self.saved[name]!r}, this call has "
+                        f"{name}={value!r}: resume with the same {name} (another would not repeat the run)"
+                    )
         elif not resume and (self.last.exists() or self.best.exists()):
             raise FileExistsError(
                 f"{self.path} already holds a checkpoint; pass resume=True to continue it, "
                 "or choose another checkpoint_dir (nothing was overwritten)"
             )
+        for stale in self.stale_files():
+            stale.unlink(missing_ok=True)
+
+    def stale_files(self) -> list[Path]:
+        """Temporary files left by a save that was killed before its rename."""
+        if not self.path.is_dir():
+            return []
+        return [p for name in (LAST, BEST) for p in self.path.glob(f".{name}.*.tmp")]
 
     def restore(self, model, optimization: Optimization) -> tuple[dict, int]:
         """Load the saved run into ``model`` and ``optimization``; its history and epoch."""
         _check_config(model, self.saved, self.last)
-        model.load_state_dict(self.saved["model"])
-        optimization.load(self.saved, self.last)
-        _set_rng_state(self.saved["rng"])
+        try:
+            model.load_state_dict(self.saved["model"])
+            optimization.load(self.saved, self.last)
+            _set_rng_state(self.saved["rng"])
+        except CheckpointError:
+            raise
+        except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as error:
+            raise CheckpointError(f"{self.last} does not fit this run: {type(error).__name__}: {error}") from error
         return {key: list(values) for key, values in self.saved["history"].items()}, self.saved["epoch"]
 
     def best_weights(self) -> dict | None:
-        return load_checkpoint(self.best)["model"] if self.best.exists() else None
+        if not self.best.exists():
+            return None
+        saved = load_checkpoint(self.best)
+        if not isinstance(saved["model"], dict):
+            raise CheckpointError(f"{self.best} holds no state dict under 'model'")
+        return saved["model"]
 
     def save(self, snapshot: dict, improved: bool) -> None:
         if improved:
             save_checkpoint(snapshot, self.best)
         save_checkpoint(snapshot, self.last)
+
+
+# what a training snapshot holds, and the type of each entry
+SNAPSHOT_KEYS = ("model", "optimizers", "epoch", "history", "rng")
+_SNAPSHOT_TYPES = {"model": dict, "optimizers": dict, "schedulers": dict, "epoch": int, "history": dict,
+                   "rng": dict, "seed": int, "batch_size": int, "config": (dict, type(None)), "ema": dict}
+
+
+def _check_snapshot(state: dict, path: Path) -> None:
+    """Refuse a snapshot whose entries are not of the layout :meth:`Optimization.snapshot`
+    writes (a tampered or foreign file), with a :class:`CheckpointError` naming the file."""
+    for key, kind in _SNAPSHOT_TYPES.items():
+        if key in state and (not isinstance(state[key], kind) or isinstance(state[key], bool)):
+            raise CheckpointError(f"{path} is not a probgen training checkpoint: its {key!r} is a "
+                                  f"{type(state[key]).__name__}")
+    if state["epoch"] < 0:
+        raise CheckpointError(f"{path} is not a probgen training checkpoint: epoch {state['epoch']}")
+    history = state["history"]
+    if set(history) != {"train_loss", "valid_loss", "seconds"} or not all(
+        isinstance(values, list) and all(isinstance(v, (int, float)) for v in values) for values in history.values()
+    ) or len(history["train_loss"]) != state["epoch"]:
+        raise CheckpointError(f"{path} is not a probgen training checkpoint: its history is not one list of numbers "
+                              f"per record ('train_loss', 'valid_loss', 'seconds') for each of its {state['epoch']} "
+                              "epochs")
+    if not isinstance(state["rng"].get("torch"), torch.Tensor) or state["rng"]["torch"].dtype != torch.uint8:
+        raise CheckpointError(f"{path} is not a probgen training checkpoint: it holds no torch random state")
+    if not all(isinstance(value, torch.Tensor) for value in state["model"].values()):
+        raise CheckpointError(f"{path} is not a probgen training checkpoint: its 'model' is not a state dict")
 
 
 def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: int) -> float:

@@ -18,6 +18,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
+from ..checks import positive_int
 from .weights import trace_log_weights
 
 __all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "KLWarmup", "resolve_objective",
@@ -117,8 +118,7 @@ class KLWarmup(SVIObjective):
     """
 
     def __init__(self, epochs: int = 100, elbo: pyro.infer.ELBO | None = None):
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"KLWarmup needs a positive integer number of epochs, got {epochs!r}")
+        positive_int(epochs, "epochs")
         super().__init__(elbo if elbo is not None else _elbo())
         self.epochs = epochs
         self.beta = 1.0 / epochs

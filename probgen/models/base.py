@@ -43,6 +43,8 @@ and ``observation(z)``.
 
 from __future__ import annotations
 
+import inspect
+
 import math
 
 import torch
@@ -75,6 +77,11 @@ def build_model(config: dict) -> "GenerativeModel":
     family = config.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
+    accepted = inspect.signature(FAMILIES[family]).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())  # checked by the family
+    unknown = [] if takes_any else sorted(str(key) for key in config if key not in accepted)
+    if unknown:
+        raise ValueError(f"a {family} config has unknown keys {unknown}; a {family} takes {sorted(accepted)}")
     return FAMILIES[family](**config)
 
 
@@ -178,6 +185,10 @@ class GenerativeModel(PyroModule):
         should fit a density to them has to be said explicitly."""
         info, name = self.info, type(self).__name__
         info.validate(x, what, owner=f"this {name}", fix=self._fix())
+        largest = torch.finfo(self.dtype).max
+        if torch.finfo(x.dtype).max > largest and x.abs().max().item() > largest:  # float64 into float32, say
+            raise ValueError(f"{what} holds values beyond the range of this {name}'s {self.dtype} (largest {largest:.4g}): "
+                             f"as {self.dtype} they would be infinite; rescale the data")
         if self.support_assumed and info.support == "real":
             levels = integer_levels(x)
             if levels is not None:

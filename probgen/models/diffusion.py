@@ -58,7 +58,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import choice, positive_int
+from ..checks import choice, positive_int, sample_count
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn.unet import TimeMLP, UNet
 from .base import GenerativeModel, register_family
@@ -232,8 +232,8 @@ class Diffusion(GenerativeModel):
     ):
         info = DataInfo.of(data)
         event_shape = info.event_shape
-        if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1):
-            raise ValueError(f"num_steps must be None (continuous time) or a positive integer, got {num_steps!r}")
+        if num_steps is not None:  # None: continuous time
+            positive_int(num_steps, "num_steps")
         rebuildable = network is None and not isinstance(schedule, LogSNRSchedule) and not isinstance(likelihood, Likelihood)
         likelihood_name = likelihood
         likelihood = likelihood_for(data, likelihood, num_levels)
@@ -522,7 +522,7 @@ class Diffusion(GenerativeModel):
             (deterministic given :math:`z_1`). For discrete data :math:`\\hat y` is clipped to
             :math:`[-1, 1]`, the range the data live in.
         """
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         sampler = choice(sampler, Sampler, "sampler")
         times = self._chain_times(steps)
         logsnr = self.schedule(times)

@@ -49,7 +49,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import AffineTransform, ReshapeTransform, SigmoidTransform
 
 from ..flows import FLOW_KINDS, FlowDistribution, build, check_context
-from ..checks import positive_int
+from ..checks import sample_count
 from .base import GenerativeModel, register_family
 
 __all__ = ["Flow", "Quantized"]
@@ -255,7 +255,7 @@ class Flow(GenerativeModel):
     def sample(self, n: int, *, mean: bool = False, given: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` draws in the data's space (discrete data: quantized levels). A flow has no
         observation noise to average out: ``mean=True`` draws the same way."""
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         return self.model(num_data=n, given=given)
 
     def extra_repr(self) -> str:

@@ -52,7 +52,7 @@ import torch
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import non_negative_number, positive_int, positive_number
+from ..checks import layer_sizes, non_negative_number, positive_int, positive_number, sample_count
 from ..distributions import DataInfo, DiscretizedLogistic
 from ..nn import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, packed_event_shape
 from .base import DecoderModel, register_family
@@ -181,7 +181,7 @@ class GAN(DecoderModel):
         self._obs_noise = None
         rebuildable = generator is None and discriminator is None and isinstance(prior, str)
 
-        hidden = tuple(hidden)
+        hidden = layer_sizes(hidden, "hidden")
         if generator is None:
             generator = MLPGenerator(latent_dim, event_shape, hidden) if network == "mlp" else DCGANGenerator(latent_dim, event_shape)
         if discriminator is None:
@@ -295,7 +295,7 @@ class GAN(DecoderModel):
         """``n`` draws of :math:`x` on the data's support: from the observation model with
         ``obs_noise``, else :math:`G(z)` (rounded to the nearest level on binary and discrete
         data). With ``mean=True``, :math:`G(z)` itself (what sample grids show)."""
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         z = self.prior_distribution().sample((n,))
         if self.obs_noise is not None and not mean:
             return self.observation(z).sample()

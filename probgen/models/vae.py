@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import layer_sizes, positive_int, sample_count
 from ..distributions import (
     DataInfo,
     Likelihood,
@@ -150,7 +150,7 @@ class VAE(DecoderModel):
         if network not in ("mlp", "conv"):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
-        hidden = tuple(hidden)
+        hidden = layer_sizes(hidden, "hidden")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
@@ -236,7 +236,7 @@ class VAE(DecoderModel):
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
         """``n`` draws of :math:`x`; with ``mean=True`` the likelihood's mean given each
         :math:`z` instead (what sample grids show)."""
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         z = self.prior_distribution().sample((n,))
         output = self.decoder(z)
         if mean:

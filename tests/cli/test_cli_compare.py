@@ -31,8 +31,15 @@ def test_probgen_compare_smoke_end_to_end(tmp_path, capsys):
         assert {"log_likelihood", "sample_stats", "observed_data"} <= set(idata.groups())
         assert idata.sample_stats["pareto_k"].sizes["datum"] == 16
         assert f"{family}: Pareto k of the importance weights on 16 test points" in printed
-    with pytest.raises(SystemExit, match="already holds a comparison"):
-        main(["compare", "--data", "moons", "--budget", "smoke", "--out", str(out)])
+    assert main(["compare", "--data", "moons", "--budget", "smoke", "--out", str(out)]) == 2
+    assert "table.md' already exists; nothing was overwritten" in capsys.readouterr().err
+
+    other = tmp_path / "other"
+    (other / "models").mkdir(parents=True)
+    (other / "models" / "gan.pt").write_bytes(b"keep")  # any output of the command, not only table.md
+    assert main(["compare", "--data", "moons", "--budget", "smoke", "--families", "gan", "--out", str(other)]) == 2
+    assert "gan.pt' already exists" in capsys.readouterr().err
+    assert (other / "models" / "gan.pt").read_bytes() == b"keep" and not (other / "table.md").exists()
 
 
 def test_probgen_compare_reports_a_failing_family(tmp_path, monkeypatch, capsys):

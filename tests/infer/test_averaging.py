@@ -39,7 +39,7 @@ def test_the_average_follows_its_formula():
             torch.testing.assert_close(value, expected[name])
     for name, value in layer.state_dict().items():  # the current weights come back
         assert torch.equal(value, current[name])
-    with pytest.raises(ValueError, match=r"ema must be None or a decay in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"ema must be a number from 0 up to \(not including\) 1"):
         WeightAverage(layer, 1.0)
 
 

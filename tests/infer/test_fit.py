@@ -136,7 +136,7 @@ def test_a_frozen_decoder_stays_fixed(digits):
         ({"epochs": 0}, "epochs must be a positive integer"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"objective": "renyi"}, "unknown objective 'renyi'"),
-        ({"lr": {"decoder": 1e-3}}, "no learning rate for the parameter groups"),
+        ({"lr": {"decoder": 1e-3}}, r"it has none for \[.model.\] and names no group \[.decoder.\]"),
         ({"resume": True}, "needs a checkpoint_dir"),
         ({"device": "cuda:0"} if not torch.cuda.is_available() else {"epochs": -1}, "CUDA is not available|positive integer"),
     ],

@@ -361,7 +361,7 @@ def test_default_unet_keeps_the_shape(shape):
 
 
 def test_bad_arguments_raise_clear_errors():
-    with pytest.raises(ValueError, match="num_steps must be None"):
+    with pytest.raises(ValueError, match="num_steps must be a positive integer, got 0"):
         pg.Diffusion((2,), num_steps=0)
     with pytest.raises(ValueError, match="unknown schedule 'quad'"):
         pg.Diffusion((2,), schedule="quad")

@@ -126,5 +126,17 @@ def test_gan_bad_input():
         pg.fit(gan, torch.full((4, 8, 8), 0.5), epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"shape \(num_data, 8, 8\)"):
         pg.fit(gan, torch.zeros(4, 64), epochs=1, progress=False)
-    with pytest.raises(ValueError, match="lr gives no learning rate for the parameter groups"):
+    with pytest.raises(ValueError, match=r"lr must give one learning rate for each parameter group \[.discriminator., .generator.\]; it has none for \[.discriminator.\]"):
         pg.fit(gan, torch.zeros(4, 8, 8), epochs=1, lr={"generator": 1e-3}, progress=False)
+
+
+def test_a_gan_with_observation_noise_is_refused_by_the_adversarial_game_before_any_step():
+    # binary data: x ~ Bernoulli(eps + (1 - 2 eps) G(z)) has no reparameterized draw (on real data the
+    # Gaussian noise is reparameterized, and the game trains on noisy samples)
+    gan = pg.GAN(pg.DataInfo((2,), "binary"), 2, hidden=(8,))
+    gan.obs_noise = 0.3
+    before = [p.clone() for p in gan.parameters()]
+    with pytest.raises(ValueError, match="has obs_noise=0.3, so its site 'x' draws from the observation model.*set "
+                                         "obs_noise = None"):
+        pg.fit(gan, torch.ones(64, 2), epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, gan.parameters()))
