@@ -24,7 +24,7 @@ import torch
 
 import probgen as pg
 
-from .checks import integer, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
+from .checks import integer, layer_sizes, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
 from .infer.checkpoint import load_checkpoint
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
@@ -137,6 +137,7 @@ def _optional(check):
 _OPTION_CHECKS = {
     "epochs": _optional(positive_int), "batch_size": _optional(positive_int), "lr": _optional(positive_number), "seed": seed,
     "num_samples": _optional(positive_int), "num_test": _optional(positive_int), "latent_dim": _optional(positive_int),
+    "latent_dims": _optional(layer_sizes),
     "flow_layers": positive_int, "flow_hidden": positive_int, "pack": positive_int, "num_steps": _optional(positive_int),
     "r1_weight": _optional(non_negative_number), "gp_weight": _optional(non_negative_number),
     "ais_steps": positive_int, "steps": _optional(positive_int),

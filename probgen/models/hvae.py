@@ -86,7 +86,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from ..checks import choice, positive_int
+from ..checks import choice, layer_sizes, positive_int, sample_count
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers
 from .base import DecoderModel, register_family
@@ -231,13 +231,6 @@ def _modules(value, count: int, name: str, signature: str) -> nn.ModuleList | No
     return nn.ModuleList(value)
 
 
-def _dims(value, name: str) -> tuple[int, ...]:
-    """A non-empty tuple of positive integers, each checked by name."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
-    return tuple(positive_int(v, f"{name}[{i}]") for i, v in enumerate(value))
-
-
 @register_family("hvae")
 class HierarchicalVAE(DecoderModel):
     r"""A hierarchical VAE with ``len(latent_dims)`` layers of latents ``"z1"`` (next to the
@@ -317,10 +310,10 @@ class HierarchicalVAE(DecoderModel):
         posteriors: Sequence[nn.Module] | None = None,
     ):
         # every argument is checked before any network is built
-        latent_dims = _dims(latent_dims, "latent_dims")
+        latent_dims = layer_sizes(latent_dims, "latent_dims")
         num_layers = len(latent_dims)
         inference = choice(inference, Inference, "inference")
-        hidden = _dims(hidden, "hidden")
+        hidden = layer_sizes(hidden, "hidden")
         positive_int(num_pseudo_inputs, "num_pseudo_inputs")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -504,7 +497,7 @@ class HierarchicalVAE(DecoderModel):
     def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
         """``n`` draws of :math:`x` down the chain; with ``mean=True`` the likelihood's mean
         given each :math:`z_1` instead (what sample grids show)."""
-        positive_int(n, "n")
+        sample_count(n, self.info.num_dims)
         z = self.prior_distribution().sample((n,))
         output = self.decoder(z[..., : self.latent_dims[0]])
         if mean:
