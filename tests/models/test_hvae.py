@@ -190,8 +190,8 @@ def test_bottom_up_vamp_prior_reads_the_chain_of_posterior_means(digits):
     loc1, _ = hvae.posteriors[0](hvae.encoder(u))
     loc2, scale2 = hvae.posteriors[1](loc1)
     mixture = hvae.prior()
-    torch.testing.assert_close(mixture.component_distribution.base_dist.loc, loc2)
-    torch.testing.assert_close(mixture.component_distribution.base_dist.scale, scale2)
+    torch.testing.assert_close(mixture.locs, loc2)
+    torch.testing.assert_close(mixture.scales, scale2)
 
 
 def test_kl_warmup_scales_every_layer(digits):
