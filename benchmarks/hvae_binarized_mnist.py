@@ -151,7 +151,7 @@ def table(results: dict) -> str:
             + ("  partial" if row["partial"] else "")
         )
     notes = ("test NLL: -IWAE bound in nats (k importance samples) on the test images; -ELBO, KL z2 and KL z1 with one "
-             "draw; active units of 40 per layer (Cov_x E_q[z] > 0.01, 1000 test images); s/epoch: median over the run, "
+             "draw; active units of 40 per layer (Cov_x E_q[z] > 0.01, on the first 1000 of those test images); s/epoch: median over the run, "
              "with the threads given. partial: fewer than 10000 test images or k < 5000. Target: test NLL <= 83.2 "
              "nats with the VampPrior (Tomczak & Welling 2018: 83.19).")
     lines += ["", notes, ""]
