@@ -1,9 +1,15 @@
-"""The ``probgen`` command: ``fit``, ``evaluate``, ``sample``.
+"""The ``probgen`` command: ``fit``, ``evaluate``, ``sample``, ``compare``.
 
 ``probgen fit vae --data optdigits --epochs 50 --out runs/vae`` trains a model, writes
 ``model.pt`` (config and weights), ``checkpoints/``, ``loss.png``, ``samples.png`` and
-``metrics.json``, and prints the test log-likelihoods. ``probgen evaluate runs/vae`` and
-``probgen sample runs/vae`` read what ``fit`` wrote.
+``metrics.json``, and prints the test log-likelihoods. ``--resume`` continues an interrupted
+run from its last checkpoint; ``--tensorboard DIR`` writes TensorBoard logs. The same command
+runs data-parallel under ``torchrun --nproc_per_node=N -m probgen.cli fit ...`` (every rank
+trains and scores its share of the test points; rank 0 writes). ``probgen evaluate runs/vae``
+and ``probgen sample runs/vae`` read what ``fit`` wrote.
+
+Every option and every file a command will write is checked before any data are loaded; a
+mistake ends in one line on stderr and exit status 2, and nothing is overwritten.
 
 ``probgen compare --data optdigits --out runs/compare`` trains every family that is available
 on a small budget (``--budget smoke|quick|full``), prints the comparison table of their test
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +33,7 @@ import probgen as pg
 
 from .checks import integer, layer_sizes, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
 from .infer.checkpoint import load_checkpoint
+from .infer.distributed import launched
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
 
@@ -113,11 +121,18 @@ def _save_samples(model, info, path, n=64, reference=None, **options):
     return pg.diagnostics.save_sample_grid(samples, path, num_levels=info.num_levels)
 
 
-def _evaluate(model, x, methods, num_samples, progress=True, **options):
+def _is_main() -> bool:
+    """Whether this process writes files and prints: always, except on ranks other than 0
+    of a torchrun launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _evaluate(model, x, methods, num_samples, sharded=False, **options):
     results = {}
     for method in methods:
-        est = pg.log_likelihood(model, x, method=method, num_samples=num_samples, **options)
-        print(f"test {method:>5}: {est}")
+        est = pg.log_likelihood(model, x, method=method, num_samples=num_samples, sharded=sharded, **options)
+        if _is_main():
+            print(f"test {method:>5}: {est}")
         results[method] = {
             "mean_nats": est.mean, "stderr_nats": est.stderr, "bits_per_dim": est.bits_per_dim,
             "kind": est.kind, "num_samples": est.num_samples, "num_data": len(est.pointwise),
@@ -177,28 +192,33 @@ def cmd_fit(args):
     data = pg.datasets.load(args.data, root=args.root)
     pg.infer.seed_everything(args.seed)
     model = FAMILY_BUILDERS[args.family](data.info, args)
-    print(f"fitting {args.family} on {data}")
+    main = _is_main()  # under torchrun every rank trains and scores its share of the test points; rank 0 writes
+    if main:
+        print(f"fitting {args.family} on {data}")
     result = pg.fit(
         model, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, checkpoint_dir=checkpoints, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress, log_dir=args.tensorboard,
     )
-    print(result)
-    pg.save_model(model, out / "model.pt", data=args.data)
-    pg.diagnostics.save_loss_curve(result.history, out / "loss.png", title=f"{args.family} on {args.data}")
-    _save_samples(model, data.info, out / "samples.png", reference=data.test[:2000])
-    if data.info.event_shape == (2,) and "exact" in model.likelihood_methods:
-        # an exact density on 2-D data (a flow): draw it beside the data
-        save_density(
-            lambda grid: pg.log_likelihood(model, grid, method="exact", batch_size=len(grid)).pointwise,
-            out / "density.png", reference=data.test, title=f"{args.family} density",
-        )
-        print(f"wrote {out}/density.png")
+    if main:  # the trained model is saved before anything else can fail
+        print(result)
+        pg.save_model(model, out / "model.pt", data=args.data)
+        pg.diagnostics.save_loss_curve(result.history, out / "loss.png", title=f"{args.family} on {args.data}")
+        _save_samples(model, data.info, out / "samples.png", reference=data.test[:2000])
+        if data.info.event_shape == (2,) and "exact" in model.likelihood_methods:
+            # an exact density on 2-D data (a flow): draw it beside the data
+            save_density(
+                lambda grid: pg.log_likelihood(model, grid, method="exact", batch_size=len(grid)).pointwise,
+                out / "density.png", reference=data.test, title=f"{args.family} density",
+            )
+            print(f"wrote {out}/density.png")
     test = pg.datasets.random_subset(data.test, args.num_test)
     methods = [m for m in model.likelihood_methods if m in ("exact", "elbo", "iwae")]
+    scores = _evaluate(model, test, methods, args.num_samples, sharded=True)
+    if not main:
+        return
     metrics = {"family": args.family, "data": args.data, "epochs_run": result.epochs_run,
-               "best_epoch": result.best_epoch, "history": result.history,
-               "test": _evaluate(model, test, methods, args.num_samples)}
+               "best_epoch": result.best_epoch, "history": result.history, "test": scores}
     if args.data in ("ring8", "grid25"):  # the PacGAN mode-collapse benchmarks
         coverage = pg.metrics.mode_coverage(model.sample(pg.metrics.PROTOCOL_SAMPLES).cpu(), args.data)
         print(f"mode coverage: {coverage}")
@@ -304,6 +324,9 @@ def _train_family(family, data, budget, args, out):
 
 
 def cmd_compare(args):
+    if launched():
+        raise ValueError("probgen compare runs in one process: launch it without torchrun (probgen fit trains "
+                         "one family on several)")
     budget = COMPARE_BUDGETS[args.budget]
     families = args.families.split(",") if args.families else sorted(FAMILY_BUILDERS)
     unknown = sorted(set(families) - set(FAMILY_BUILDERS))
@@ -382,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true",
                      help="continue the run in --out from its last checkpoint (same options and seed)")
     fit.add_argument("--no-progress", action="store_true")
+    fit.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="write TensorBoard logs there (needs the tensorboard package)")
     _family_arguments(fit)
     fit.set_defaults(handler=cmd_fit)
 

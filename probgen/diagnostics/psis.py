@@ -252,6 +252,7 @@ def psis_khat(
     seed: int | None = 0,
     threshold: float = K_THRESHOLD,
     warn: bool = True,
+    sharded: bool = False,
 ) -> PSISResult:
     r"""Pareto :math:`\hat k` of each data point's importance weights, and the PSIS estimate of :math:`\log p(x_n)`.
 
@@ -262,6 +263,8 @@ def psis_khat(
     :param threshold: :math:`\hat k` above which a data point is flagged (0.7).
     :param warn: warn with :class:`ParetoKWarning`, naming the count and the data points,
         when any :math:`\hat k` exceeds ``threshold``.
+    :param sharded: weigh the data sharded over the ranks of a distributed run
+        (:func:`probgen.infer.importance_log_weights`); call it on every rank.
     :returns: a :class:`PSISResult`.
 
     Example::
@@ -274,5 +277,5 @@ def psis_khat(
         torch.Size([5])
     """
     integer(num_samples, "num_samples (Pareto smoothing needs at least 25)", minimum=25)
-    log_weights = importance_log_weights(model, x, num_samples, batch_size=batch_size, seed=seed)
+    log_weights = importance_log_weights(model, x, num_samples, batch_size=batch_size, seed=seed, sharded=sharded)
     return psis_result(model, log_weights, threshold, warn)

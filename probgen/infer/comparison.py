@@ -177,6 +177,7 @@ def compare(
     seed: int | None = 0,
     estimator_options: Mapping[str, dict] | None = None,
     on_error: str = "raise",
+    sharded: bool = False,
 ) -> Comparison:
     r"""Score several models on the same data points and rank them with paired standard errors.
 
@@ -191,6 +192,8 @@ def compare(
         the one above for that method: AIS chains cost far more than importance samples).
     :param on_error: ``"raise"``, or ``"report"``: a model whose scoring fails gets a row
         that says why (and a warning) instead of stopping the comparison.
+    :param sharded: score the data sharded over the ranks of a distributed run (see
+        :func:`probgen.log_likelihood`); call it on every rank.
     :returns: a :class:`Comparison`; ``str()`` prints the table, ``.to_dataframe()``,
         ``.to_markdown()`` give the rest; :func:`probgen.diagnostics.save_comparison` draws it.
 
@@ -224,7 +227,8 @@ def compare(
                 chosen = resolve_method(model, method)
                 options = dict((estimator_options or {}).get(chosen, {}))
                 samples = options.pop("num_samples", num_samples)
-                estimate = log_likelihood(model, x, chosen, samples, batch_size=batch_size, seed=seed, **options)
+                estimate = log_likelihood(model, x, chosen, samples, batch_size=batch_size, seed=seed, sharded=sharded,
+                                          **options)
             if not torch.isfinite(estimate.pointwise).all():
                 raise ValueError(f"{int((~torch.isfinite(estimate.pointwise)).sum())} pointwise values are not finite")
         except Exception as error:  # noqa: BLE001 -- reported in the table, as asked

@@ -20,6 +20,8 @@ from ..checks import seed as check_seed
 from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .distributed import Ranks, current, join, launched, rank_seed
+from .logs import TensorBoardLog
 from .objectives import Objective, resolve_objective
 from .weights import evaluating, seed_everything
 
@@ -181,6 +183,9 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     callbacks=(),
+    distributed="auto",
+    log_dir: str | Path | None = None,
+    log_every: int = 5,
 ) -> FitResult:
     """Train any probgen model (or any object keeping the model protocol).
 
@@ -220,7 +225,16 @@ def fit(
         The optimizers' saved state, learning rates included, is restored, so ``lr`` only
         sets the rates of a run that starts afresh.
     :param progress: show a tqdm progress bar.
-    :param callbacks: :class:`Callback` objects called at the start and end of every epoch.
+    :param callbacks: :class:`Callback` objects called at the start and end of every epoch
+        (on every rank of a distributed run: write files where ``state.is_main``).
+    :param distributed: ``"auto"`` trains data-parallel when the script was launched by
+        torchrun with several workers (or a process group of several ranks exists), ``True``
+        requires that, ``False`` trains in this process alone. See
+        :mod:`probgen.infer.distributed`: ``batch_size`` stays the global batch, only rank 0
+        writes checkpoints, logs and the progress bar.
+    :param log_dir: write TensorBoard logs there (:mod:`probgen.infer.logs`): losses, learning
+        rates, gradient norms, the per-term breakdown of the ELBO where the family has one,
+        and samples every ``log_every`` epochs.
 
     ``batch_size``, ``lr``, ``optimizer_options``, ``lr_schedule`` and ``ema`` left as ``None`` take
     the model's ``fit_defaults`` where it has them (a GAN's Adam betas, say), else the
@@ -256,19 +270,34 @@ def fit(
         model.validate(valid, "valid")
     objective.check_batches(model, _batch_sizes(train, batch_size) | _batch_sizes(valid, batch_size))
     device = resolve_device(device)
+    ranks = _join(distributed, device)
+    if ranks is not None:
+        if device.type == "cuda":  # one device per local rank
+            device = torch.device("cuda", ranks.local_rank)
+        sizes = _batch_sizes(train, batch_size) | _batch_sizes(valid, batch_size)
+        if min(sizes) < ranks.world_size:
+            raise ValueError(f"a batch of {min(sizes)} points cannot give each of {ranks.world_size} processes a "
+                             "share: choose batch_size (and the data's length) so that every batch holds at least one "
+                             "point per process")
+        objective.check_batches(model, ranks.share_sizes(sizes))
     callbacks = tuple(callbacks)
+    positive_int(log_every, "log_every")
+    log = TensorBoardLog(log_dir, log_every) if log_dir is not None and (ranks is None or ranks.is_main) else None
     if checkpoint_dir is None and resume:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
-    folder = CheckpointFolder(checkpoint_dir, resume, seed=seed, batch_size=batch_size) \
+    folder = CheckpointFolder(checkpoint_dir, resume, seed=seed, batch_size=batch_size, ranks=ranks) \
         if checkpoint_dir is not None else None
 
     model.to(device)
     train = train.to(device, model.dtype)  # float64 (NumPy's) and float16 data take the model's dtype
     valid = valid.to(device, model.dtype) if valid is not None else None
-    seed_everything(seed)
-    optimization = Optimization(model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad)
+    seed_everything(seed if ranks is None else rank_seed(seed, ranks.rank))
+    if ranks is not None:
+        ranks.broadcast_module(model)  # every rank starts from rank 0's weights
+    optimization = Optimization(model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad,
+                                ranks=ranks, track_grad_norms=log is not None)
     state = TrainingState(model, objective, {"train_loss": [], "valid_loss": [], "seconds": []},
-                          monitor="valid_loss" if valid is not None else "train_loss")
+                          monitor="valid_loss" if valid is not None else "train_loss", ranks=ranks)
     best_weights = None
     if folder is not None and folder.saved is not None:
         state.history, state.epoch = folder.restore(model, optimization)
@@ -277,9 +306,10 @@ def fit(
     state.rank_history()
 
     update = optimization.updater(state, folder)
-    bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch", disable=not progress,
+    bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch",
+               disable=not progress or not state.is_main,
                dynamic_ncols=True)
-    with pyro.validation_enabled(False), model.without_param_sites(), bar:
+    with pyro.validation_enabled(False), model.without_param_sites(), bar, log or contextlib.nullcontext():
         for state.epoch in range(state.epoch + 1, epochs + 1):
             for callback in callbacks:
                 callback.on_epoch_start(state)
@@ -288,7 +318,7 @@ def fit(
             state.history["train_loss"].append(train_loss)
             if valid is not None:
                 with optimization.evaluation_weights():
-                    state.history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size))
+                    state.history["valid_loss"].append(evaluate_loss(model, objective, valid, batch_size, ranks))
             state.history["seconds"].append(time.perf_counter() - began)
             optimization.check_finite(state, folder)
             improved = state.rank_last_epoch()
@@ -296,6 +326,8 @@ def fit(
                 best_weights = optimization.evaluation_state()
             if folder is not None:
                 folder.save(optimization.snapshot(state, seed, batch_size), improved)
+            if log is not None:
+                log.epoch(state, optimization, valid if valid is not None else train)
             bar.set_postfix({name.split("_")[0]: f"{values[-1]:.3f}" for name, values in state.history.items()
                              if name != "seconds" and values})
             bar.update(1)
@@ -343,16 +375,21 @@ def _check_options(model, *, epochs, batch_size, lr, optimizer, optimizer_option
 
 
 def _train_epoch(state, optimization, train, batch_size, seed, update) -> float:
-    """One pass over ``train`` in the epoch's own order; the mean training loss."""
+    """One pass over ``train`` in the epoch's own order; the mean training loss. In a
+    distributed run every rank walks the same order and trains on its share of each batch."""
     state.model.train()
     state.objective.begin_epoch(state.epoch)
     order = torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
-    total = 0.0
+    ranks, total = state.ranks, 0.0
     for state.step, batch in enumerate(_batches(train, batch_size, order), 1):
+        if ranks is not None:
+            share = batch[ranks.share(len(batch))]
+            optimization.batch_fraction = len(share) / len(batch)
+            batch = share
         total += state.objective.train_step(state.model, batch, update) * len(batch)
         optimization.after_step()
     optimization.after_epoch()
-    return total / len(train)
+    return (total if ranks is None else ranks.sum(total)) / len(train)
 
 
 @dataclasses.dataclass
@@ -363,6 +400,8 @@ class TrainingState:
     :ivar step: the step within the epoch.
     :ivar history: the per-epoch records so far (see :class:`FitResult`).
     :ivar monitor: the history entry that picks the best epoch.
+    :ivar ranks: the process group of a distributed run (:class:`~probgen.infer.distributed.Ranks`),
+        ``None`` in one process; ``is_main`` says whether this process writes files.
     """
 
     model: torch.nn.Module
@@ -374,6 +413,12 @@ class TrainingState:
     best_epoch: int = 0
     best_loss: float = math.inf
     stopped_early: bool = False
+    ranks: Ranks | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files: always in one process, rank 0 in several."""
+        return self.ranks is None or self.ranks.is_main
 
     def rank_history(self) -> None:
         """The best epoch of the history so far (after a resume)."""
@@ -414,8 +459,12 @@ class Optimization:
     """The optimizers (one per parameter group of the objective), their learning-rate
     schedulers, the optional weight average, and the guarded update step."""
 
-    def __init__(self, model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad):
+    def __init__(self, model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad, *,
+                 ranks=None, track_grad_norms=False):
         self.model = model
+        self.ranks = ranks
+        self.batch_fraction = 1.0  # this rank's share of the current batch
+        self.grad_norms = {} if track_grad_norms else None  # group -> [sum of norms, steps] this epoch
         self.groups = objective.parameter_groups(model)
         rates = lr if isinstance(lr, dict) else {name: lr for name in self.groups}
         missing, unknown = set(self.groups) - set(rates), set(rates) - set(self.groups)
@@ -437,18 +486,31 @@ class Optimization:
         """``update(group, loss)`` for the objective: refuse a non-finite loss, then
         back-propagate and step that group's optimizer."""
 
+        def refuse(group, loss):
+            saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
+            raise NonFiniteLossError(
+                f"the {group} loss is {loss.item()} at epoch {state.epoch}, step {state.step}; no parameter "
+                f"was updated with it{saved}. Try a smaller lr or clip_grad."
+            )
+
         def update(group: str, loss: torch.Tensor) -> None:
-            if not torch.isfinite(loss):
-                saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
-                raise NonFiniteLossError(
-                    f"the {group} loss is {loss.item()} at epoch {state.epoch}, step {state.step}; no parameter "
-                    f"was updated with it{saved}. Try a smaller lr or clip_grad."
-                )
+            if self.ranks is None and not torch.isfinite(loss):
+                refuse(group, loss)
             opt = self.optimizers[group]
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.ranks is not None:  # the batch's loss and gradient, on every rank; all refuse a non-finite loss
+                loss = self.ranks.average_gradients(loss, self.groups[group], self.batch_fraction)
+                if not torch.isfinite(loss):
+                    refuse(group, loss)
+            params = self.groups[group]
             if self.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(self.groups[group], self.clip_grad)
+                norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+            elif self.grad_norms is not None:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            if self.grad_norms is not None:  # summed on the device: no host synchronisation per step
+                record = self.grad_norms.setdefault(group, [0.0, 0])
+                record[0], record[1] = record[0] + norm.detach(), record[1] + 1
             opt.step()
 
         return update
@@ -513,7 +575,11 @@ class Optimization:
             "rng": _rng_state(),
             "seed": seed,
             "batch_size": batch_size,
+            "world_size": 1,
         }
+        if self.ranks is not None:  # a collective: every rank takes part, rank 0 writes
+            snapshot["world_size"] = self.ranks.world_size
+            snapshot["rng_ranks"] = self.ranks.gather_objects(snapshot["rng"])
         if self.average is not None:
             snapshot["ema"] = self.average.state_dict()
         return snapshot
@@ -554,26 +620,31 @@ class CheckpointFolder:
     is replaced only by a rename), and, on resume, that the saved run is the one asked for:
     its layout, its seed and its batch size (another of either would give another history)."""
 
-    def __init__(self, path, resume: bool, *, seed: int, batch_size: int):
+    def __init__(self, path, resume: bool, *, seed: int, batch_size: int, ranks: Ranks | None = None):
         self.path = writable_folder(path, "checkpoint_dir")
+        self.ranks = ranks
         self.last, self.best = self.path / LAST, self.path / BEST
         self.saved = None
         if resume and self.last.exists():
             self.saved = load_checkpoint(self.last, required=SNAPSHOT_KEYS)
             _check_snapshot(self.saved, self.last)
-            for name, value in (("seed", seed), ("batch_size", batch_size)):
+            world_size = 1 if ranks is None else ranks.world_size
+            for name, value in (("seed", seed), ("batch_size", batch_size), ("world_size", world_size)):
                 if name in self.saved and self.saved[name] != value:
                     raise ValueError(
                         f"{self.last} was written by a run with {name}={self.saved[name]!r}, this call has "
                         f"{name}={value!r}: resume with the same {name} (another would not repeat the run)"
                     )
+            if ranks is not None and len(self.saved.get("rng_ranks", [])) != ranks.world_size:
+                raise CheckpointError(f"{self.last} holds no random state for each of {ranks.world_size} processes")
         elif not resume and (self.last.exists() or self.best.exists()):
             raise FileExistsError(
                 f"{self.path} already holds a checkpoint; pass resume=True to continue it, "
                 "or choose another checkpoint_dir (nothing was overwritten)"
             )
-        for stale in self.stale_files():
-            stale.unlink(missing_ok=True)
+        if ranks is None or ranks.is_main:
+            for stale in self.stale_files():
+                stale.unlink(missing_ok=True)
 
     def stale_files(self) -> list[Path]:
         """Temporary files left by a save that was killed before its rename."""
@@ -587,7 +658,7 @@ class CheckpointFolder:
         try:
             model.load_state_dict(self.saved["model"])
             optimization.load(self.saved, self.last)
-            _set_rng_state(self.saved["rng"])
+            _set_rng_state(self.saved["rng"] if self.ranks is None else self.saved["rng_ranks"][self.ranks.rank])
         except CheckpointError:
             raise
         except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as error:
@@ -603,15 +674,21 @@ class CheckpointFolder:
         return saved["model"]
 
     def save(self, snapshot: dict, improved: bool) -> None:
-        if improved:
-            save_checkpoint(snapshot, self.best)
-        save_checkpoint(snapshot, self.last)
+        """Write the snapshot: rank 0 alone in a distributed run, while the others wait, so
+        that no rank can read a checkpoint (a resume) before it is whole."""
+        if self.ranks is None or self.ranks.is_main:
+            if improved:
+                save_checkpoint(snapshot, self.best)
+            save_checkpoint(snapshot, self.last)
+        if self.ranks is not None:
+            self.ranks.barrier()
 
 
 # what a training snapshot holds, and the type of each entry
 SNAPSHOT_KEYS = ("model", "optimizers", "epoch", "history", "rng")
 _SNAPSHOT_TYPES = {"model": dict, "optimizers": dict, "schedulers": dict, "epoch": int, "history": dict,
-                   "rng": dict, "seed": int, "batch_size": int, "config": (dict, type(None)), "ema": dict}
+                   "rng": dict, "seed": int, "batch_size": int, "world_size": int, "rng_ranks": list,
+                   "config": (dict, type(None)), "ema": dict}
 
 
 def _check_snapshot(state: dict, path: Path) -> None:
@@ -636,11 +713,22 @@ def _check_snapshot(state: dict, path: Path) -> None:
         raise CheckpointError(f"{path} is not a probgen training checkpoint: its 'model' is not a state dict")
 
 
-def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: int) -> float:
-    """The objective's loss over ``data`` in nats per data point, without updates."""
+def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: int, ranks: Ranks | None = None) -> float:
+    """The objective's loss over ``data`` in nats per data point, without updates; sharded
+    over the ranks of a distributed run (each scores a contiguous part)."""
+    part = data if ranks is None else data[ranks.share(len(data))]
     with evaluating(model, seed=None):
-        total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(data, batch_size))
-    return total / len(data)
+        total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(part, batch_size))
+    return (total if ranks is None else ranks.sum(total)) / len(data)
+
+
+def _join(distributed, device) -> Ranks | None:
+    """The process group ``fit`` trains in, or ``None`` for one process."""
+    if distributed == "auto":
+        return join(device) if launched() or current() is not None else None
+    if boolean(distributed, "distributed"):
+        return join(device)
+    return None
 
 
 def _check_config(model, state, path):

@@ -22,7 +22,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from ..checks import positive_int
+from ..checks import boolean, positive_int
+from .distributed import rank_seed, sharding
 from .weights import VALUES_PER_PASS, evaluating, log_weights
 
 __all__ = ["LikelihoodEstimate", "log_likelihood", "resolve_method", "ESTIMATORS", "register_estimator"]
@@ -166,6 +167,7 @@ def log_likelihood(
     batch_size: int = 100,
     particle_batch: int | None = None,
     seed: int | None = 0,
+    sharded: bool = False,
     **options,
 ) -> LikelihoodEstimate:
     """Estimate :math:`\\log p(x_n)` for every data point ``x_n``.
@@ -177,6 +179,9 @@ def log_likelihood(
     :param particle_batch: importance samples per pass; by default chosen so that one pass
         holds about :math:`2^{22}` data values, which bounds memory for any ``num_samples``.
     :param seed: seeds the random state for reproducible estimates (``None``: leave it alone).
+    :param sharded: in a distributed run (:mod:`probgen.infer.distributed`), each rank scores
+        a contiguous part of ``x`` and every rank returns all the values, in ``x``'s order;
+        call it on every rank. Outside one it scores everything here.
 
     Data of another floating dtype than the model's (float64 from NumPy, float16) are cast to it.
 
@@ -201,23 +206,30 @@ def log_likelihood(
     if particle_batch is None:
         particle_batch = max(1, min(num_samples, VALUES_PER_PASS // (batch_size * model.num_dims)))
 
+    ranks = sharding(boolean(sharded, "sharded"), len(x))
+    part = x if ranks is None else x[ranks.share(len(x))]
     pointwise, terms = [], {}
-    with evaluating(model, seed):  # x validated above
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(device, model.dtype)
+    with evaluating(model, seed if ranks is None or seed is None else rank_seed(seed, ranks.rank)):  # x validated above
+        for start in range(0, len(part), batch_size):
+            batch = part[start : start + batch_size].to(device, model.dtype)
             values, batch_terms = ESTIMATORS[method](model, batch, num_samples, particle_batch, **options)
             pointwise.append(values.double().cpu())
             for name, value in (batch_terms or {}).items():
                 terms.setdefault(name, []).append(value.double().cpu())
+    pointwise = torch.cat(pointwise)
+    terms = {name: torch.cat(parts) for name, parts in terms.items()}
+    if ranks is not None:
+        pointwise = ranks.gather(pointwise)
+        terms = {name: ranks.gather(values) for name, values in terms.items()}
 
     kind = _KIND[method]
     return LikelihoodEstimate(
-        pointwise=torch.cat(pointwise),
+        pointwise=pointwise,
         method=method,
         is_bound=kind == "bound",
         num_samples=num_samples,
         num_dims=model.num_dims,
         kind=kind,
         density=model.info.support == "real",
-        terms={name: torch.cat(parts) for name, parts in terms.items()} or None,
+        terms=terms or None,
     )

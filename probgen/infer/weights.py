@@ -20,7 +20,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from ..checks import positive_int
+from ..checks import boolean, positive_int
+from .distributed import rank_seed, sharding
 
 __all__ = ["trace_log_weights", "log_weights", "importance_log_weights", "evaluating", "seed_everything",
            "VALUES_PER_PASS"]
@@ -83,15 +84,20 @@ def evaluating(model, seed: int | None = 0):
 
 
 def importance_log_weights(model, x: torch.Tensor, num_samples: int, *, batch_size: int = 100,
-                           seed: int | None = 0) -> torch.Tensor:
+                           seed: int | None = 0, sharded: bool = False) -> torch.Tensor:
     """The model's log importance weights for every data point: ``(num_samples, len(x))``, on
     the CPU, in the model's dtype (from which the PSIS diagnostics judge what is rounding);
-    ``batch_size`` data points per pass. Data of another floating dtype are cast to the model's."""
+    ``batch_size`` data points per pass. Data of another floating dtype are cast to the model's.
+    ``sharded``: as in :func:`probgen.log_likelihood`, each rank of a distributed run weighs
+    its part of ``x`` and every rank returns all the weights."""
     positive_int(num_samples, "num_samples")
     positive_int(batch_size, "batch_size")
     model.validate(x)
+    ranks = sharding(boolean(sharded, "sharded"), len(x))
+    part = x if ranks is None else x[ranks.share(len(x))]
     device, dtype = model.device, model.dtype
-    with evaluating(model, seed):
-        parts = [log_weights(model, x[start : start + batch_size].to(device, dtype), num_samples).cpu()
-                 for start in range(0, len(x), batch_size)]
-    return torch.cat(parts, 1)
+    with evaluating(model, seed if ranks is None or seed is None else rank_seed(seed, ranks.rank)):
+        parts = [log_weights(model, part[start : start + batch_size].to(device, dtype), num_samples).cpu()
+                 for start in range(0, len(part), batch_size)]
+    weights = torch.cat(parts, 1)
+    return weights if ranks is None else ranks.gather(weights, dim=1)

@@ -79,7 +79,7 @@ def test_fit_calls_the_epoch_hook_also_after_a_resume(digits, tmp_path):
 
 
 def test_warmup_rejects_a_bad_length():
-    with pytest.raises(ValueError, match="positive integer number of epochs"):
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
         KLWarmup(0)
 
 
