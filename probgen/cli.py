@@ -84,7 +84,7 @@ def _family_arguments(parser):
     parser.add_argument("--latent-dim", type=int, default=None, help="latent dimension (VAE: 16)")
     parser.add_argument("--latent-dims", type=_integers, default=None,
                         help="HVAE: sizes of the layers of latents, z1 first, comma-separated (default: 16,8)")
-    parser.add_argument("--inference", default="top-down", choices=["top-down", "bottom-up"],
+    parser.add_argument("--inference", default="bottom-up", choices=["bottom-up", "top-down"],
                         help="HVAE: the guide's order (top-down: the ladder VAE)")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")

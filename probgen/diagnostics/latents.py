@@ -99,7 +99,7 @@ def active_units(model, x: torch.Tensor, *, threshold: float = ACTIVITY_THRESHOL
         >>> hvae = pg.HierarchicalVAE(data.info, (6, 3), hidden=(32,))
         >>> units = pg.diagnostics.active_units(hvae, data.test[:50])
         >>> units.sizes
-        {'z2': 3, 'z1': 6}
+        {'z1': 6, 'z2': 3}
     """
     non_negative_number(threshold, "threshold")
     positive_int(num_samples, "num_samples")

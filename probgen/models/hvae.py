@@ -240,8 +240,12 @@ class HierarchicalVAE(DecoderModel):
     :param data: the data's description, ``data.info`` (a :class:`~probgen.DataInfo`), or
         an event shape alone, which means real-valued data.
     :param latent_dims: the size of each layer, :math:`z_1` first, e.g. ``(32, 16)``.
-    :param inference: ``"top-down"`` (default: the ladder guide, sharing the generative
-        conditionals) or ``"bottom-up"``.
+    :param inference: ``"bottom-up"`` (default) or ``"top-down"`` (the ladder guide, sharing
+        the generative conditionals). Bottom-up is the default because it trained faster in
+        our measurements: on optdigits, layers (16, 8), ``probgen compare``'s quick budget
+        (10 epochs), its IWAE bound was -94.9 nats against the one-layer VAE's -96.1 and the
+        top-down guide's -106.9; the top-down guide closes most of that gap by 30 epochs
+        (:doc:`/hierarchical` says why it starts slowly).
     :param prior: the top layer's prior: anything :class:`~probgen.VAE` takes (``"normal"``,
         ``"mixture"``, ``"vamp"``, a flow kind, a Pyro distribution with event shape
         ``(latent_dims[-1],)``, or a module/callable returning one). The VampPrior's mixture
@@ -297,7 +301,7 @@ class HierarchicalVAE(DecoderModel):
         data,
         latent_dims: Sequence[int] = (32, 16),
         *,
-        inference: str = "top-down",
+        inference: str = "bottom-up",
         prior="normal",
         num_pseudo_inputs: int = 50,
         likelihood: str | Likelihood | Callable | None = None,
