@@ -55,6 +55,18 @@ def test_named_sites_under_the_data_plate_in_each_guide_order(digits, inference)
             assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 7)]
 
 
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_a_single_layer_hierarchy_trains(digits, inference):
+    hvae = small_hvae(inference, latent_dims=(4,))
+    assert len(hvae.conditionals) == 0 and len(hvae.posteriors) == 1
+    x = digits.train[:5]
+    trace = poutine.trace(hvae.guide).get_trace(x)
+    assert latent_sites(trace) == ["z1"] and hvae.prior_distribution().event_shape == (4,)
+    assert list(hvae.elbo_terms(x)) == ["z1", "reconstruction"]
+    run = pg.fit(hvae, digits.train[:512], digits.valid[:100], epochs=2, progress=False)
+    assert run.history["valid_loss"][-1] < run.history["valid_loss"][0]
+
+
 def test_model_without_data_samples_and_predictive_draws_every_layer(digits):
     hvae = small_hvae()
     trace = poutine.trace(hvae.model).get_trace(num_data=5)
