@@ -23,7 +23,7 @@ from .infer import (  # noqa: E402
     log_likelihood,
     save_model,
 )
-from .models import GAN, VAE, Diffusion, Flow  # noqa: E402
+from .models import GAN, VAE, Diffusion, Flow, HierarchicalVAE  # noqa: E402
 
 
 def __getattr__(name):
@@ -40,6 +40,7 @@ __all__ = [
     "FitResult",
     "Flow",
     "GAN",
+    "HierarchicalVAE",
     "IWAE",
     "LikelihoodEstimate",
     "VAE",

@@ -31,7 +31,7 @@ import torch
 
 import probgen as pg
 
-from .checks import integer, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
+from .checks import integer, layer_sizes, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
 from .infer.checkpoint import load_checkpoint
 from .infer.distributed import launched
 from .infer.likelihood import LikelihoodEstimate
@@ -43,6 +43,11 @@ __all__ = ["main", "FAMILY_BUILDERS", "COMPARE_BUDGETS", "budget_epochs"]
 def _build_vae(info, args):
     latent_dim = 16 if args.latent_dim is None else args.latent_dim
     return pg.VAE(info, latent_dim, prior=args.prior, posterior=args.posterior, network=args.network)
+
+
+def _build_hvae(info, args):
+    latent_dims = (16, 8) if args.latent_dims is None else args.latent_dims
+    return pg.HierarchicalVAE(info, latent_dims, inference=args.inference, prior=args.prior)
 
 
 def _build_flow(info, args):
@@ -63,11 +68,24 @@ def _build_gan(info, args):
 
 
 # family name -> builder(info, args) -> model; each model follows the data's description
-FAMILY_BUILDERS = {"vae": _build_vae, "flow": _build_flow, "diffusion": _build_diffusion, "gan": _build_gan}
+FAMILY_BUILDERS = {"vae": _build_vae, "hvae": _build_hvae, "flow": _build_flow, "diffusion": _build_diffusion,
+                   "gan": _build_gan}
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    """``"32,16"`` -> ``(32, 16)``: the command line's form of a sequence of sizes."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,16, got {text!r}") from None
 
 
 def _family_arguments(parser):
     parser.add_argument("--latent-dim", type=int, default=None, help="latent dimension (VAE: 16)")
+    parser.add_argument("--latent-dims", type=_integers, default=None,
+                        help="HVAE: sizes of the layers of latents, z1 first, comma-separated (default: 16,8)")
+    parser.add_argument("--inference", default="bottom-up", choices=["bottom-up", "top-down"],
+                        help="HVAE: the guide's order (top-down: the ladder VAE)")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--pack", type=int, default=1,
@@ -76,7 +94,7 @@ def _family_arguments(parser):
                         help="GAN: gamma of the R1 penalty (gamma/2) E|grad D(x)|^2 on the data (0 = none; default: the model's)")
     parser.add_argument("--gp-weight", type=float, default=None,
                         help="GAN: lambda of the WGAN-GP gradient penalty (default: the model's, 10)")
-    parser.add_argument("--prior", default="normal", help="VAE prior: normal, mixture, vamp")
+    parser.add_argument("--prior", default="normal", help="VAE prior (HVAE: its top layer's): normal, mixture, vamp, or a flow kind")
     parser.add_argument("--network", default="mlp", choices=["mlp", "conv"], help="VAE networks")
     parser.add_argument("--posterior", default="normal", help="VAE posterior: normal, iaf, nsf, realnvp, nsf_coupling")
     parser.add_argument("--flow", default="nsf", help="flow kind: nsf, maf, iaf, realnvp, nsf_coupling")
@@ -134,6 +152,7 @@ def _optional(check):
 _OPTION_CHECKS = {
     "epochs": _optional(positive_int), "batch_size": _optional(positive_int), "lr": _optional(positive_number), "seed": seed,
     "num_samples": _optional(positive_int), "num_test": _optional(positive_int), "latent_dim": _optional(positive_int),
+    "latent_dims": _optional(layer_sizes),
     "flow_layers": positive_int, "flow_hidden": positive_int, "pack": positive_int, "num_steps": _optional(positive_int),
     "r1_weight": _optional(non_negative_number), "gp_weight": _optional(non_negative_number),
     "ais_steps": positive_int, "steps": _optional(positive_int),

@@ -33,6 +33,8 @@ def data_for(support, n=64, seed=0):
 def build(family, info):
     if family == "vae":
         return pg.VAE(info, 2, hidden=(16,))
+    if family == "hvae":
+        return pg.HierarchicalVAE(info, (3, 2), hidden=(16,))
     if family == "flow":
         return pg.Flow(info, "maf", num_layers=1, hidden=8)
     if family == "diffusion":
@@ -72,7 +74,7 @@ def test_flow_diffusion_and_gan_follow_the_support(support):
     assert gan.info == info
 
 
-@pytest.mark.parametrize("family", ["vae", "flow", "diffusion", "gan"])
+@pytest.mark.parametrize("family", ["vae", "hvae", "flow", "diffusion", "gan"])
 @pytest.mark.parametrize("support", list(INFOS))
 def test_each_family_trains_and_samples_inside_the_support(family, support):
     torch.manual_seed(0)
@@ -102,7 +104,7 @@ def test_a_support_mismatch_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="this GAN models binary values"):
         pg.fit(pg.GAN(INFOS["binary"], 2, hidden=(8,)), levels, epochs=1, progress=False)
     # an event shape alone means real data; fitting it to levels must be asked for explicitly
-    for family in ("vae", "flow", "diffusion", "gan"):
+    for family in ("vae", "hvae", "flow", "diffusion", "gan"):
         with pytest.raises(ValueError, match=r"built from an event shape alone.*'discrete', 17.*pg.DataInfo\(\(6,\), 'real'\)"):
             pg.fit(build(family, SHAPE), levels, epochs=1, progress=False)
     with pytest.raises(ValueError, match=r"built from an event shape alone.*\(6,\), 'binary'"):
@@ -117,7 +119,7 @@ def test_a_support_mismatch_is_refused_before_any_work(tmp_path):
         pg.Diffusion(INFOS["levels"], likelihood="categorical", num_levels=5)
 
 
-@pytest.mark.parametrize("family", ["vae", "flow", "diffusion", "gan"])
+@pytest.mark.parametrize("family", ["vae", "hvae", "flow", "diffusion", "gan"])
 def test_checkpoints_keep_the_description(tmp_path, family):
     info = pg.DataInfo(SHAPE, "discrete", 17, name="six levels")
     model = build(family, info)

@@ -11,11 +11,12 @@ from .likelihoods import (
     likelihood,
     likelihood_for,
 )
-from .priors import MixturePrior, StandardNormalPrior, VampPrior, check_prior, check_vector_distribution
+from .priors import DiagonalNormalMixture, MixturePrior, StandardNormalPrior, VampPrior, check_prior, check_vector_distribution
 
 __all__ = [
     "BernoulliLikelihood",
     "DataInfo",
+    "DiagonalNormalMixture",
     "CategoricalLikelihood",
     "DiscretizedLogistic",
     "DiscretizedLogisticLikelihood",

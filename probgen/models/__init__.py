@@ -4,6 +4,7 @@ from .base import FAMILIES, DecoderModel, GenerativeModel, build_model, register
 from .diffusion import Diffusion
 from .flow import Flow, Quantized
 from .gan import GAN
+from .hvae import HierarchicalVAE
 from .priors import resolve_prior
 from .vae import VAE, DecoderMean
 
@@ -15,6 +16,7 @@ __all__ = [
     "Flow",
     "GAN",
     "GenerativeModel",
+    "HierarchicalVAE",
     "Quantized",
     "VAE",
     "build_model",

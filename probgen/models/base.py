@@ -17,7 +17,8 @@ uses a model through these members only, with no branch on its family:
     (:func:`probgen.infer.weights.log_weights`).
 ``elbo_terms(x, num_samples)``
     An unbiased estimate of the ELBO split into named per-data-point terms, for a family
-    that has one cheaper than its traces (diffusion); ``None`` otherwise.
+    that has one cheaper than its traces (diffusion) or one that says more (a hierarchical
+    VAE's KL per layer); ``None`` otherwise.
 ``sample(n, *, mean=False, ...)``
     ``n`` draws in the data's space; with ``mean=True`` the observation model's mean given
     the latents where the family has one (what sample grids show). Further keyword options
@@ -208,7 +209,8 @@ class GenerativeModel(PyroModule):
 
     def elbo_terms(self, x: torch.Tensor, num_samples: int = 1, *, validate: bool = True) -> dict[str, torch.Tensor] | None:
         """Named per-data-point terms that sum to an unbiased estimate of the ELBO, for a
-        family that computes them more cheaply than its traces; ``None`` here.
+        family that computes them more cheaply than its traces, or that reports its bound
+        part by part; ``None`` here.
         ``validate=False`` skips the checks of ``x`` (the loop validated the data up front)."""
         return None
 
@@ -234,7 +236,7 @@ class DecoderModel(GenerativeModel):
     protocol that annealed importance sampling reads (:mod:`probgen.infer.ais`):
 
     - ``prior_distribution()``: :math:`p(z)` over ``latent_dim``-vectors, from the module
-      ``self.prior``;
+      ``self.prior`` (a hierarchy's joint prior over all its layers as one vector);
     - ``observation(z)``: :math:`p(x \\mid z)` over one data point per latent, batched over the
       leading dimensions of ``z``.
     """

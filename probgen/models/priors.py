@@ -67,11 +67,13 @@ class CallablePrior(nn.Module):
         return self.fn()
 
 
-def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=None) -> nn.Module:
+def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=None, *,
+                  num_pseudo_inputs: int = 50) -> nn.Module:
     """Turn any accepted prior specification into a module whose ``forward()`` returns it.
 
     :param posterior_params: the encoder head ``x -> (loc, scale)`` a VampPrior reads.
     :param event_shape: the data's shape, for a VampPrior's pseudo-inputs.
+    :param num_pseudo_inputs: how many pseudo-inputs a VampPrior learns.
     """
     if prior is None or prior == "normal":
         return StandardNormalPrior(latent_dim)
@@ -81,8 +83,8 @@ def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=Non
         return flow_prior(prior, latent_dim)
     if prior == "vamp":
         if posterior_params is None:
-            raise ValueError("the 'vamp' prior needs an encoder: only a VAE takes it")
-        pseudo_inputs = torch.rand(50, *event_shape)
+            raise ValueError("the 'vamp' prior needs an encoder: only a VAE or a HierarchicalVAE takes it")
+        pseudo_inputs = torch.rand(num_pseudo_inputs, *event_shape)
         return VampPrior(posterior_params, pseudo_inputs)
     if isinstance(prior, str):
         raise ValueError(
