@@ -105,6 +105,9 @@ def acceptable(x: torch.Tensor, info: pg.DataInfo) -> bool:
     return bool(((values == values.round()) & (values >= 0) & (values <= info.num_levels - 1)).all())
 
 
+NUM_MODELS = 6  # the models the fixture below builds: every family, and each support
+
+
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
@@ -117,18 +120,19 @@ def models():
         (pg.Flow(real, "maf", num_layers=1, hidden=8), {"method": "exact"}),
         (pg.Diffusion(real, num_steps=4), {"method": "elbo", "num_samples": 2}),
         (gan, {"method": "ais", "num_samples": 2, "num_steps": 2}),
+        (pg.HierarchicalVAE(levels, (2, 2), hidden=(8,)), {"method": "iwae", "num_samples": 4}),
     ]
 
 
 # each estimator entry point: (name, models it applies to, call -> per-data-point values)
 SCORERS = [
-    ("log_likelihood", range(5), lambda model, options, x: pg.log_likelihood(model, x, batch_size=3, **options).pointwise),
-    ("compare", range(5), lambda model, options, x: torch.as_tensor(
+    ("log_likelihood", range(NUM_MODELS), lambda model, options, x: pg.log_likelihood(model, x, batch_size=3, **options).pointwise),
+    ("compare", range(NUM_MODELS), lambda model, options, x: torch.as_tensor(
         pg.compare({"m": model}, x, methods=options["method"], num_samples=options.get("num_samples", 1), batch_size=3,
                    estimator_options={"ais": {"num_steps": 2}}).estimates["m"].pointwise)),
-    ("psis_khat", [0, 1], lambda model, options, x: pg.diagnostics.psis_khat(model, x, 25, batch_size=3,
+    ("psis_khat", [0, 1, 5], lambda model, options, x: pg.diagnostics.psis_khat(model, x, 25, batch_size=3,
                                                                             warn=False).khat),
-    ("to_inference_data", [0], lambda model, options, x: torch.as_tensor(
+    ("to_inference_data", [0, 5], lambda model, options, x: torch.as_tensor(
         pg.to_inference_data(model, x, num_samples=25, batch_size=3, warn=False).sample_stats["pareto_k"].values)),
 ]
 
@@ -167,7 +171,7 @@ def test_fit_trains_on_exactly_the_data_in_the_support(models, examples):
         else:
             assert len(result.history["train_loss"]) == 1 and math.isfinite(result.history["train_loss"][0])
 
-    run_property(examples, st.tuples(st.integers(0, 4), batches(), st.booleans()), check)
+    run_property(examples, st.tuples(st.integers(0, NUM_MODELS - 1), batches(), st.booleans()), check)
 
 
 # -- options: numbers, strings, None, bools -----------------------------------------------
@@ -264,7 +268,7 @@ def test_every_family_samples_n_points_in_its_support_or_refuses_n(models, examp
             assert samples.shape == (n, *EVENT) and acceptable(samples, model.info)
 
     counts = st.one_of(st.integers(-2, 6), ANYTHING, st.just(2**40))  # the last more than any memory
-    run_property(examples, st.tuples(st.integers(0, 4), counts), check)
+    run_property(examples, st.tuples(st.integers(0, NUM_MODELS - 1), counts), check)
 
 
 # -- checkpoints --------------------------------------------------------------------------
