@@ -321,6 +321,15 @@ CLI_OPTIONS = {  # flag -> whether a value (as typed) is valid
     "--pack": lambda v: is_int(v, 1),
     "--r1-weight": lambda v: is_number(v, -1e-300, math.inf),
     "--device": lambda v: v in ("auto", "cpu") or (v in ("cuda", "cuda:0") and torch.cuda.is_available()),
+    "--ais-steps": lambda v: is_int(v, 1),
+    "--obs-noise": lambda v: v == "auto" or is_number(v, high=math.inf),
+}
+INTEGER_FLAGS = {"--epochs", "--batch-size", "--seed", "--num-test", "--num-samples", "--latent-dim", "--flow-layers",
+                 "--pack", "--ais-steps"}
+COMMAND_FLAGS = {  # the options of each command that the property drives
+    "fit": sorted(set(CLI_OPTIONS) - {"--ais-steps", "--obs-noise"}),
+    "compare": sorted(set(CLI_OPTIONS) - {"--ais-steps", "--obs-noise"}),
+    "evaluate": ["--num-samples", "--num-test", "--ais-steps", "--obs-noise"],
 }
 
 
@@ -339,14 +348,16 @@ def test_the_cli_refuses_every_bad_option_in_one_line_before_any_work(tmp_path_f
     def refuse_work(*args, **kwargs):
         raise ReachedWork
 
-    monkeypatch.setattr(pg.datasets, "load", refuse_work)
+    monkeypatch.setattr(pg.datasets, "load", refuse_work)  # fit and compare start by loading data,
+    monkeypatch.setattr("probgen.cli._load_run", refuse_work)  # evaluate by loading the run
     out = tmp_path_factory.mktemp("cli") / "run"
     texts = st.one_of(st.integers(-5, 10).map(str), st.floats(allow_nan=True).map(repr),
                       st.sampled_from(["abc", "", "1e10", "1e39", "cuda:7", "mps", "meta", "cpu", "auto", "0x10"]))
 
     def check(drawn):
         command, flag, text = drawn
-        argv = [command, *(["vae"] if command == "fit" else []), flag, text, "--out", str(out), "--no-progress"]
+        where = ["--out", str(out), "--no-progress"] if command != "evaluate" else [str(out)]
+        argv = [command, *(["vae"] if command == "fit" else []), flag, text, *where]
         try:
             code = main(argv)
         except SystemExit as exit:  # argparse's own refusal of a malformed value
@@ -357,9 +368,8 @@ def test_the_cli_refuses_every_bad_option_in_one_line_before_any_work(tmp_path_f
         except ReachedWork:
             code = None
         err = capsys.readouterr().err
-        value = typed(text) if flag != "--device" else text
-        if flag in ("--epochs", "--batch-size", "--seed", "--num-test", "--num-samples", "--latent-dim",
-                    "--flow-layers", "--pack") and not isinstance(value, int):
+        value = text if flag == "--device" or (flag == "--obs-noise" and isinstance(typed(text), str)) else typed(text)
+        if flag in INTEGER_FLAGS and not isinstance(value, int):
             raise AssertionError(f"{argv}: argparse took a non-integer {text!r}")
         valid = CLI_OPTIONS[flag](value)
         assert (code is None) == valid, f"{argv}: exit {code}, {err!r}"
@@ -367,8 +377,9 @@ def test_the_cli_refuses_every_bad_option_in_one_line_before_any_work(tmp_path_f
             assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
 
-    run_property(examples, st.tuples(st.sampled_from(["fit", "compare"]), st.sampled_from(sorted(CLI_OPTIONS)), texts),
-                 check)
+    commands = st.sampled_from(sorted(COMMAND_FLAGS)).flatmap(
+        lambda command: st.tuples(st.just(command), st.sampled_from(COMMAND_FLAGS[command]), texts))
+    run_property(examples, commands, check)
 
 
 @pytest.mark.parametrize("examples", EXAMPLES)
