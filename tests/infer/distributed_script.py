@@ -64,12 +64,16 @@ def families(out: Path, rank: int) -> dict:
     vae = pg.VAE(digits.info, 4, hidden=(32,))
     vae_run = pg.fit(vae, digits.train[:640], digits.valid[:128], epochs=4, batch_size=64, progress=False, device="cpu")
     iwae = pg.log_likelihood(vae, digits.test[:40], method="iwae", num_samples=20, sharded=True)
+    record["compare"] = pg.compare({"flow": flow}, x[:37], sharded=True).estimates["flow"].pointwise.tolist()
+    record["khat"] = pg.psis_khat(vae, digits.test[:30], 25, sharded=True, warn=False).khat.tolist()
     torch.manual_seed(0)
     diffusion = pg.Diffusion(pg.DataInfo((2,), "real"), num_steps=8)
     diffusion_run = pg.fit(diffusion, x, x[:100], epochs=4, batch_size=50, progress=False, device="cpu")
     torch.manual_seed(0)
     gan = pg.GAN(pg.DataInfo((2,), "real"), 2, hidden=(16,), loss="wgan-gp")
     gan_run = pg.fit(gan, x[:256], epochs=2, batch_size=64, progress=False, device="cpu")
+    if rank == 0:
+        pg.save_model(diffusion, out / "diffusion.pt")
     record["noisy"] = {
         "vae": {"valid": vae_run.history["valid_loss"], "params": checksums(vae), "iwae": iwae.pointwise.tolist()},
         "diffusion": {"valid": diffusion_run.history["valid_loss"], "params": checksums(diffusion)},
