@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from ..checks import integer
+from ..checks import integer, positive_number
 from ..infer import LikelihoodEstimate, importance_log_weights
 from .plots import save_figure
 
@@ -220,6 +220,7 @@ def smoothed_log_likelihood(smoothed_log_weights: torch.Tensor) -> torch.Tensor:
 
 def psis_result(model, log_weights: torch.Tensor, threshold: float = K_THRESHOLD, warn: bool = True) -> PSISResult:
     """Smooth given log weights ``(S, N)`` of ``model``, and warn about the data points with large :math:`\\hat k`."""
+    positive_number(threshold, "threshold")
     smoothed, khat = pareto_smooth(log_weights)
     estimate = LikelihoodEstimate(
         pointwise=smoothed_log_likelihood(smoothed),

@@ -212,6 +212,9 @@ def compare(
         raise TypeError(f"models must be a non-empty dict of name -> model, got {type(models).__name__}")
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+    if isinstance(methods, Mapping) and set(methods) - set(models):
+        raise ValueError(f"methods names {sorted(set(methods) - set(models))}, which are not among the models "
+                         f"compared {sorted(models)}")
     estimator_options = check_options(estimator_options, "estimator_options")
     for method, given in estimator_options.items():
         check_options(given, f"estimator_options[{method!r}]")

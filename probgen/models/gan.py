@@ -79,6 +79,10 @@ def _spectral_norm(module):
     return module
 
 
+#: the adversarial losses a GAN names (the values of :class:`probgen.infer.AdversarialLoss`)
+LOSSES = ("nonsaturating", "hinge", "wgan-gp")
+
+
 @register_family("gan")
 class GAN(DecoderModel):
     """A generator and a discriminator; ``model()`` is the generator's Pyro program.
@@ -176,6 +180,8 @@ class GAN(DecoderModel):
         self.pack = pack
         self.r1_weight = float(r1_weight)
         self.gp_weight = float(gp_weight)
+        if loss not in LOSSES:  # the games themselves live in probgen.infer.adversarial (AdversarialLoss)
+            raise ValueError(f"unknown adversarial loss {loss!r}; expected one of {list(LOSSES)}")
         self.loss = loss
         self.discriminator_steps = discriminator_steps or (5 if loss == "wgan-gp" else 1)
         self._obs_noise = None

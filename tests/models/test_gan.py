@@ -107,8 +107,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_gan_bad_input():
-    with pytest.raises(ValueError, match=r"unknown objective 'wgan:1'; expected one of .*'hinge'.*'wgan-gp'"):
-        pg.fit(pg.GAN((2,), 2, loss="wgan"), torch.randn(8, 2), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"unknown adversarial loss 'wgan'; expected one of .*'hinge', 'wgan-gp'"):
+        pg.GAN((2,), 2, loss="wgan")  # refused when the model is built, not when it trains
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
         pg.GAN((2,), 0)
     with pytest.raises(ValueError, match="obs_noise must be a positive finite number"):
@@ -140,3 +140,11 @@ def test_a_gan_with_observation_noise_is_refused_by_the_adversarial_game_before_
                                          "obs_noise = None"):
         pg.fit(gan, torch.ones(64, 2), epochs=1, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, gan.parameters()))
+
+
+def test_the_loss_names_a_gan_takes_are_the_adversarial_games():
+    from probgen.models.gan import LOSSES
+
+    assert list(LOSSES) == [loss.value for loss in pg.infer.AdversarialLoss]
+    with pytest.raises(ValueError, match=r"unknown adversarial loss 'nope'; expected one of \['nonsaturating'"):
+        pg.GAN((2,), 2, loss="nope")
