@@ -216,7 +216,7 @@ def test_fit_accepts_exactly_the_valid_options(examples):
         torch.manual_seed(0)
         flow = pg.Flow(pg.DataInfo((2,), "real"), "maf", num_layers=1, hidden=4)
         before = {k: v.clone() for k, v in flow.state_dict().items()}
-        result, error = outcome(lambda: pg.fit(flow, x, x, progress=False, device="cpu", **options))
+        _, error = outcome(lambda: pg.fit(flow, x, x, progress=False, device="cpu", **options))
         if valid:  # trains, or stops at a non-finite loss (a valid but huge lr) with the loop's own error
             assert error is None or isinstance(error, pg.infer.NonFiniteLossError), f"{name}={value!r}: {error}"
         else:  # refused before any step
@@ -415,7 +415,7 @@ def test_estimator_options_and_seeds_are_checked_by_probgen():
         lambda: pg.compare({"a": flow}, x, seed="x"),
         lambda: pg.save_model(flow, Path(__file__).parent),
     ):
-        result, error = outcome(call)
+        _, error = outcome(call)
         assert error is not None
     assert "the 'exact' estimator has unknown options ['foo']; accepted: none" in str(
         outcome(lambda: pg.log_likelihood(flow, x, foo=1))[1])

@@ -48,7 +48,7 @@ import torch.distributed as dist
 
 from ..checks import MAX_SEED
 
-__all__ = ["Ranks", "launched", "join", "current", "rank_seed", "sharding"]
+__all__ = ["Ranks", "current", "join", "launched", "rank_seed", "sharding"]
 
 #: how long a rank waits for the others to join the process group
 STORE_TIMEOUT = datetime.timedelta(minutes=5)

@@ -30,7 +30,7 @@ from ..checks import writable_folder
 from .likelihood import log_likelihood
 from .weights import evaluating
 
-__all__ = ["TensorBoardLog", "TERM_POINTS", "SAMPLE_COUNT"]
+__all__ = ["SAMPLE_COUNT", "TERM_POINTS", "TensorBoardLog"]
 
 #: validation points of the per-term ELBO estimate each epoch
 TERM_POINTS = 256

@@ -22,7 +22,7 @@ def launch(out: Path, mode: str, *extra: str) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *extra,
                str(SCRIPT), str(out), mode]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
@@ -54,7 +54,7 @@ def two_processes(tmp_path_factory):
 
 
 def test_a_flow_on_real_data_follows_the_single_process_run(two_processes):
-    out, ranks = two_processes
+    _, ranks = two_processes
     flow, run, x = one_process_flow()
     for record in ranks:
         torch.testing.assert_close(torch.tensor(record["flow"]["train"]), torch.tensor(run.history["train_loss"]),
@@ -143,7 +143,7 @@ def test_probgen_fit_runs_under_torchrun_and_rank_zero_writes(tmp_path):
                "fit", "flow", "--data", "moons", "--epochs", "2", "--num-test", "50", "--flow-layers", "1",
                "--flow-hidden", "8", "--out", str(out), "--no-progress", "--device", "cpu",
                "--tensorboard", str(tmp_path / "logs")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("test exact:") == 1  # printed by rank 0 alone
     metrics = json.loads((out / "metrics.json").read_text())
