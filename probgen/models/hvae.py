@@ -86,7 +86,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from ..checks import choice, layer_sizes, positive_int, sample_count
+from ..checks import boolean, choice, layer_sizes, positive_int, sample_count
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers
 from .base import DecoderModel, register_family
@@ -100,6 +100,7 @@ __all__ = [
     "Inference",
     "LadderEncoder",
     "LadderMerge",
+    "PathStep",
     "precision_weighted",
 ]
 
@@ -120,6 +121,19 @@ class Inference(str, enum.Enum):
 def _gaussian(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loc, raw_scale = output.chunk(2, -1)
     return loc, F.softplus(raw_scale) + MIN_SCALE
+
+
+def _concat(*tensors: torch.Tensor) -> torch.Tensor:
+    """The feature vectors ``tensors`` side by side, their leading (batch) dimensions
+    broadcast: a data point's features meet each of its importance samples' states."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
+
+
+def _descend(path: nn.ModuleList | None, state: torch.Tensor | None, z: torch.Tensor, layer: int) -> torch.Tensor:
+    """The top-down state :math:`h_l` of layer ``layer`` from the state above (``None`` at
+    the top) and :math:`z_l`; without a path (the Markov chain) it is :math:`z_l` itself."""
+    return z if path is None else path[layer - 1](state, z)
 
 
 class GaussianHead(nn.Module):
@@ -168,6 +182,22 @@ class LadderEncoder(nn.Module):
         return tuple(features)
 
 
+class PathStep(nn.Module):
+    r"""One step of the deterministic top-down path, :math:`h_l = f_l(h_{l+1}, z_l)`: one
+    hidden layer ``out_features`` wide (``activation`` as every default MLP's) reading
+    :math:`h_{l+1}` and :math:`z_l` side by side; the top step (``state_features=0``) reads
+    :math:`z_L` alone. It is the first hidden layer of every network that reads the layers
+    above, so a path costs about what the Markov chain's networks do."""
+
+    def __init__(self, state_features: int, latent_dim: int, out_features: int, activation="silu"):
+        super().__init__()
+        self.state_features, self.out_features = state_features, out_features
+        self.layer = nn.Sequential(*hidden_layers([state_features + latent_dim, out_features], activation))
+
+    def forward(self, state, z):
+        return self.layer(z if state is None else _concat(state, z))
+
+
 def precision_weighted(loc_a, scale_a, loc_b, scale_b) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The normalized product of two diagonal Gaussians :math:`\mathcal{N}(\mu_a, \sigma_a^2)
     \mathcal{N}(\mu_b, \sigma_b^2)`: precisions add, means are precision-weighted."""
@@ -180,44 +210,59 @@ class LadderMerge(nn.Module):
     r"""The default top-down posterior step of layer :math:`l`: a :class:`GaussianHead` reads
     :math:`(\hat\mu_l, \hat\sigma_l)` from the layer's features :math:`d_l`, merged with the
     generative conditional :math:`p(z_l \mid z_{l+1})` by :func:`precision_weighted`
-    (Sønderby et al., 2016)."""
+    (Sønderby et al., 2016). With ``context_features > 0`` the head reads the state above,
+    :math:`h_{l+1}` (``context_features`` wide), beside :math:`d_l`: what the data say about
+    :math:`z_l` depends on the layers above once the decoder reads them (a top-down path)."""
 
-    def __init__(self, in_features: int, latent_dim: int):
+    def __init__(self, in_features: int, latent_dim: int, context_features: int = 0):
         super().__init__()
-        self.head = GaussianHead(in_features, latent_dim)
+        self.context_features = context_features
+        self.head = GaussianHead(in_features + context_features, latent_dim)
 
     def forward(self, features, above, prior_loc, prior_scale):
-        loc, scale = self.head(features)
+        loc, scale = self.head(_concat(features, above) if self.context_features else features)
         return precision_weighted(loc, scale, prior_loc, prior_scale)
 
 
 class HierarchicalPrior(dist.TorchDistribution):
-    r"""The joint prior :math:`p(z_L) \prod_{l<L} p(z_l \mid z_{l+1})` over all layers as one
+    r"""The joint prior :math:`p(z_L) \prod_{l<L} p(z_l \mid z_{>l})` over all layers as one
     vector :math:`(z_1, \dots, z_L)` (layers concatenated, :math:`z_1` first): what annealed
-    importance sampling moves its chains in (:meth:`HierarchicalVAE.prior_distribution`)."""
+    importance sampling moves its chains in (:meth:`HierarchicalVAE.prior_distribution`).
+    The :math:`l`-th of ``conditionals`` maps the state :math:`h_{l+1}` to ``(loc, scale)``;
+    ``path`` holds the top-down path's steps :math:`h_l = f_l(h_{l+1}, z_l)`, or is ``None``
+    for the Markov chain, whose state :math:`h_{l+1}` is :math:`z_{l+1}`."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
 
     def __init__(self, top: torch.distributions.Distribution, conditionals: Sequence[Callable],
-                 latent_dims: Sequence[int]):
+                 latent_dims: Sequence[int], path: nn.ModuleList | None = None):
         self.top, self.conditionals, self.latent_dims = top, list(conditionals), tuple(latent_dims)
+        self.path = path
         super().__init__(torch.Size(), torch.Size([sum(self.latent_dims)]), validate_args=False)
 
     def log_prob(self, value):
         layers = value.split(self.latent_dims, -1)
+        num_layers = len(layers)
         log_prob = self.top.log_prob(layers[-1])
-        for (below, above), conditional in zip(pairwise(layers), self.conditionals):
-            loc, scale = conditional(above)
-            log_prob = log_prob + dist.Normal(loc, scale).log_prob(below).sum(-1)
+        state = _descend(self.path, None, layers[-1], num_layers)
+        for layer in range(num_layers - 1, 0, -1):
+            loc, scale = self.conditionals[layer - 1](state)
+            log_prob = log_prob + dist.Normal(loc, scale).log_prob(layers[layer - 1]).sum(-1)
+            if layer > 1:
+                state = _descend(self.path, state, layers[layer - 1], layer)
         return log_prob
 
     def sample(self, sample_shape=()):
+        num_layers = len(self.latent_dims)
         with torch.no_grad():
             layers = [self.top.sample(sample_shape)]
-            for conditional in reversed(self.conditionals):
-                loc, scale = conditional(layers[0])
+            state = _descend(self.path, None, layers[0], num_layers)
+            for layer in range(num_layers - 1, 0, -1):
+                loc, scale = self.conditionals[layer - 1](state)
                 layers.insert(0, loc + scale * torch.randn_like(loc))
+                if layer > 1:
+                    state = _descend(self.path, state, layers[0], layer)
         return torch.cat(layers, -1)
 
 
@@ -302,6 +347,7 @@ class HierarchicalVAE(DecoderModel):
         latent_dims: Sequence[int] = (32, 16),
         *,
         inference: str = "bottom-up",
+        top_down_path: bool = False,
         prior="normal",
         num_pseudo_inputs: int = 50,
         likelihood: str | Likelihood | Callable | None = None,
@@ -312,26 +358,32 @@ class HierarchicalVAE(DecoderModel):
         decoder: nn.Module | None = None,
         conditionals: Sequence[nn.Module] | None = None,
         posteriors: Sequence[nn.Module] | None = None,
+        path: Sequence[nn.Module] | None = None,
     ):
         # every argument is checked before any network is built
         latent_dims = layer_sizes(latent_dims, "latent_dims")
         num_layers = len(latent_dims)
         inference = choice(inference, Inference, "inference")
+        top_down_path = boolean(top_down_path, "top_down_path")
         hidden = layer_sizes(hidden, "hidden")
         positive_int(num_pseudo_inputs, "num_pseudo_inputs")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         top_down = inference is Inference.TOP_DOWN
-        conditionals = _modules(conditionals, num_layers - 1, "conditionals", "z_above -> (loc, scale)")
+        if path is not None and not top_down_path:
+            raise ValueError("path replaces the steps of the top-down path: pass top_down_path=True with it")
+        path = _modules(path, num_layers, "path", "(state_above or None, z) -> state")
+        above = "state_above" if top_down_path else "z_above"
+        conditionals = _modules(conditionals, num_layers - 1, "conditionals", f"{above} -> (loc, scale)")
         posteriors = _modules(posteriors, num_layers, "posteriors",
-                              "features -> (loc, scale) or (d_l, z_above, prior_loc, prior_scale) -> (loc, scale)"
+                              f"features -> (loc, scale) or (d_l, {above}, prior_loc, prior_scale) -> (loc, scale)"
                               if top_down else "features or z_below -> (loc, scale)")
         for value, name in ((encoder, "encoder"), (decoder, "decoder")):
             if value is not None and not isinstance(value, nn.Module):
                 raise TypeError(f"{name} must be a torch module, got {type(value).__name__}")
         info = DataInfo.of(data)
         rebuildable = ((likelihood is None or isinstance(likelihood, str)) and isinstance(prior, str)
-                       and all(part is None for part in (encoder, decoder, conditionals, posteriors)))
+                       and all(part is None for part in (encoder, decoder, conditionals, posteriors, path)))
         likelihood_name = likelihood
         if likelihood is None or isinstance(likelihood, (str, Likelihood)):
             likelihood = likelihood_for(data, likelihood, num_levels)
@@ -342,7 +394,14 @@ class HierarchicalVAE(DecoderModel):
         super().__init__(data, likelihood, support_stated=likelihood_name is not None)
         self.latent_dims = latent_dims
         self.inference = inference
+        self.top_down_path = top_down_path
         event_shape, width = info.event_shape, hidden[-1]
+        # with a path, its step is the first hidden layer of every network reading the layers above
+        if top_down_path and path is None:
+            path = [PathStep(width, d, width, activation) for d in latent_dims[:-1]] + [
+                PathStep(0, latent_dims[-1], width, activation)]
+        self.path = nn.ModuleList(path) if top_down_path else None
+        state_dims, after_path = ((width,) * num_layers, hidden[1:]) if top_down_path else (latent_dims, hidden)
 
         if encoder is None:
             encoder = (LadderEncoder(event_shape, hidden, num_layers, activation) if top_down
@@ -350,18 +409,20 @@ class HierarchicalVAE(DecoderModel):
         self.encoder = encoder
         if posteriors is None:
             if top_down:
-                posteriors = [LadderMerge(width, d) for d in latent_dims[:-1]] + [GaussianHead(width, latent_dims[-1])]
+                context = width if top_down_path else 0  # the data's Gaussian for z_l reads h_{l+1} too
+                posteriors = [LadderMerge(width, d, context) for d in latent_dims[:-1]] + [
+                    GaussianHead(width, latent_dims[-1])]
             else:
                 posteriors = [GaussianHead(width, latent_dims[0])] + [
                     GaussianConditional(below, hidden, d, activation) for below, d in pairwise(latent_dims)
                 ]
         self.posteriors = nn.ModuleList(posteriors)
         if conditionals is None:
-            conditionals = [GaussianConditional(above, hidden, d, activation)
-                            for d, above in pairwise(latent_dims)]
+            conditionals = [GaussianConditional(above, after_path, d, activation)
+                            for d, above in zip(latent_dims[:-1], state_dims[1:])]
         self.conditionals = nn.ModuleList(conditionals)
         if decoder is None:
-            decoder = MLPDecoder(latent_dims[0], likelihood.num_outputs, hidden[::-1], activation)
+            decoder = MLPDecoder(state_dims[0], likelihood.num_outputs, after_path[::-1], activation)
         self.decoder = decoder
         self.prior = resolve_prior(prior, latent_dims[-1], self._top_posterior_params, event_shape,
                                    num_pseudo_inputs=num_pseudo_inputs)
@@ -372,6 +433,7 @@ class HierarchicalVAE(DecoderModel):
                 "data": self.data_config(),
                 "latent_dims": list(latent_dims),
                 "inference": inference.value,
+                "top_down_path": top_down_path,
                 "prior": prior,
                 "num_pseudo_inputs": num_pseudo_inputs,
                 "likelihood": likelihood_name,
@@ -412,33 +474,45 @@ class HierarchicalVAE(DecoderModel):
             loc, scale = posterior(loc)
         return loc, scale
 
-    def decode(self, z1: torch.Tensor) -> dist.TorchDistribution:
-        """:math:`p(x \\mid z_1)` over one data point per latent."""
-        return self.likelihood(self.decoder(z1))
+    def decode(self, state: torch.Tensor) -> dist.TorchDistribution:
+        """:math:`p(x \\mid z)` over one data point per latent, from the state :math:`h_1`
+        (:math:`z_1` itself without a top-down path)."""
+        return self.likelihood(self.decoder(state))
 
     def prior_distribution(self) -> HierarchicalPrior:
         """The joint prior over all layers as one vector :math:`(z_1, \\dots, z_L)`."""
-        return HierarchicalPrior(self.prior(), self.conditionals, self.latent_dims)
+        return HierarchicalPrior(self.prior(), self.conditionals, self.latent_dims, self.path)
+
+    def _bottom_state(self, z: torch.Tensor) -> torch.Tensor:
+        """:math:`h_1` of the layers as one vector (:meth:`prior_distribution`): the top-down
+        path run over them, or :math:`z_1` without one."""
+        layers, state = z.split(self.latent_dims, -1), None
+        for layer in range(self.num_layers, 0, -1):
+            state = _descend(self.path, state, layers[layer - 1], layer)
+        return state
 
     def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
         """:math:`p(x \\mid z)` for the layers as one vector (:meth:`prior_distribution`): the
-        data depend on :math:`z_1` alone."""
-        return self.decode(z[..., : self.latent_dims[0]])
+        data depend on :math:`z_1` alone in the Markov chain, on every layer through the path."""
+        return self.decode(self._bottom_state(z))
 
     # -- the Pyro program ---------------------------------------------------------------
 
     @pyro_method
     def model(self, x: torch.Tensor | None = None, *, num_data: int | None = None):
-        """The generative program: ``zL ~ prior``, ``z<l> ~ p(z_l | z_{l+1})`` down to
-        ``z1``, then ``x ~ p(x | z_1)``, under plate ``"data"``."""
+        """The generative program: ``zL ~ prior``, ``z<l> ~ p(z_l | h_{l+1})`` down to
+        ``z1``, then ``x ~ p(x | h_1)``, under plate ``"data"``; the state ``h_l`` is
+        ``z_l`` in the Markov chain, the top-down path's summary of ``z_l, ..., z_L`` with one."""
         n = len(x) if x is not None else (num_data or 1)
         prior = self.prior()
         with pyro.plate("data", n, dim=-1):
             z = pyro.sample(self.site(self.num_layers), prior)
+            state = _descend(self.path, None, z, self.num_layers)
             for layer in range(self.num_layers - 1, 0, -1):
-                loc, scale = self.conditionals[layer - 1](z)
+                loc, scale = self.conditionals[layer - 1](state)
                 z = pyro.sample(self.site(layer), dist.Normal(loc, scale).to_event(1))
-            return pyro.sample("x", self.decode(z), obs=x)
+                state = _descend(self.path, state, z, layer)
+            return pyro.sample("x", self.decode(state), obs=x)
 
     @pyro_method
     def guide(self, x: torch.Tensor, *, num_data: int | None = None):
@@ -447,13 +521,16 @@ class HierarchicalVAE(DecoderModel):
         network_input = self._network_input(x)
         with pyro.plate("data", len(x), dim=-1):
             if self.inference is Inference.TOP_DOWN:
-                features = self._ladder_features(network_input)
-                loc, scale = self.posteriors[-1](features[-1])
-                z = pyro.sample(self.site(self.num_layers), dist.Normal(loc, scale).to_event(1))
-                for layer in range(self.num_layers - 1, 0, -1):
-                    prior_loc, prior_scale = self.conditionals[layer - 1](z)
-                    loc, scale = self.posteriors[layer - 1](features[layer - 1], z, prior_loc, prior_scale)
+                features, state = self._ladder_features(network_input), None
+                for layer in range(self.num_layers, 0, -1):
+                    if layer == self.num_layers:
+                        loc, scale = self.posteriors[-1](features[-1])
+                    else:  # shares the generative state h_{l+1} and conditional p(z_l | h_{l+1})
+                        prior_loc, prior_scale = self.conditionals[layer - 1](state)
+                        loc, scale = self.posteriors[layer - 1](features[layer - 1], state, prior_loc, prior_scale)
                     z = pyro.sample(self.site(layer), dist.Normal(loc, scale).to_event(1))
+                    if layer > 1:
+                        state = _descend(self.path, state, z, layer)
             else:
                 condition = self.encoder(network_input)
                 for layer in range(1, self.num_layers + 1):
@@ -503,7 +580,7 @@ class HierarchicalVAE(DecoderModel):
         given each :math:`z_1` instead (what sample grids show)."""
         sample_count(n, self.info.num_dims)
         z = self.prior_distribution().sample((n,))
-        output = self.decoder(z[..., : self.latent_dims[0]])
+        output = self.decoder(self._bottom_state(z))
         if mean:
             if isinstance(self.likelihood, Likelihood):
                 return self.likelihood.mean(output)
@@ -512,5 +589,5 @@ class HierarchicalVAE(DecoderModel):
 
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, latent_dims={self.latent_dims}, "
-                f"inference={self.inference.value}, likelihood={self.likelihood}")
+                f"inference={self.inference.value}, top_down_path={self.top_down_path}, likelihood={self.likelihood}")
 
