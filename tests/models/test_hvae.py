@@ -17,7 +17,12 @@ from torch import nn
 
 import probgen as pg
 from probgen.infer.objectives import KLWarmup
-from probgen.models.hvae import LadderMerge, PathStep, precision_weighted
+from probgen.models.hvae import (
+    LadderMerge,
+    PathStep,
+    StatePosterior,
+    precision_weighted,
+)
 
 INFERENCE = ["top-down", "bottom-up"]
 # the generative model: the Markov chain z_L -> ... -> z_1 -> x, or with the top-down path
@@ -225,6 +230,24 @@ def test_both_guides_train(digits, inference, top_down_path):
     assert losses[-1] < losses[0] - 2, losses
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_the_concat_merge_trains_and_round_trips(digits, tmp_path, top_down_path):
+    """merge="concat": q(z_l | x, z_{>l}) read by one head from d_l and the state above, as
+    Tomczak & Welling's q(z1 | x, z2); each layer's term is still a conditional KL."""
+    hvae = small_hvae("top-down", latent_dims=(6, 4, 3), merge="concat", top_down_path=top_down_path)
+    assert [type(p) for p in hvae.posteriors] == [StatePosterior, StatePosterior, pg.models.hvae.GaussianHead]
+    x = digits.test[:10]
+    with torch.no_grad():
+        terms = hvae.elbo_terms(x, 50)
+    assert all((terms[name] <= 1e-6).all() for name in ("z1", "z2", "z3"))
+    run = pg.fit(hvae, digits.train[:768], digits.valid[:200], epochs=3, progress=False)
+    assert run.history["valid_loss"][-1] < run.history["valid_loss"][0] - 2, run.history["valid_loss"]
+    loaded = pg.load_model(pg.save_model(hvae, tmp_path / "hvae.pt", data="optdigits"))
+    assert loaded.merge.value == "concat" and loaded.config == hvae.config
+    first = pg.log_likelihood(hvae, x, method="iwae", num_samples=8)
+    torch.testing.assert_close(pg.log_likelihood(loaded, x, method="iwae", num_samples=8).pointwise, first.pointwise)
+
+
 class LearnedLaplace(nn.Module):
     def __init__(self, dim):
         super().__init__()
@@ -332,6 +355,8 @@ def test_custom_modules_leave_no_config():
         ({"latent_dims": (4, 2.5)}, ValueError, r"latent_dims must be a non-empty sequence .*, got \(4, 2.5\)"),
         ({"inference": "sideways"}, ValueError, r"unknown inference 'sideways'; expected one of \['top-down', 'bottom-up'\]"),
         ({"top_down_path": "yes"}, TypeError, "top_down_path must be True or False, got 'yes'"),
+        ({"merge": "sum"}, ValueError, r"unknown merge 'sum'; expected one of \['precision', 'concat'\]"),
+        ({"merge": "concat", "inference": "bottom-up"}, ValueError, "the bottom-up guide has no merge"),
         ({"top_down_path": 1}, TypeError, "top_down_path must be True or False, got 1"),
         ({"path": [nn.Identity(), nn.Identity()]}, ValueError, "pass top_down_path=True with it"),
         ({"top_down_path": True, "path": [nn.Identity()]}, ValueError, "path must be a sequence of 2 modules"),

@@ -156,9 +156,10 @@ def test_elbo_below_exact_and_iwae_rises_to_it(inference, skip):
         # can fail), and k=1000 has closed nine tenths of that gap
         assert first_gap > 0.3 and gap < 0.1 * first_gap, (first_gap, gap)
     elif inference == "top-down":
-        # the guide can be exact and training comes close: k=1 is nearly tight, and k=1000 meets
-        # log p(x) within a few thousandths (its Monte Carlo error, either side)
-        assert first_gap < 0.3 and abs(gap) < 0.01, (first_gap, gap)
+        # the guide can be exact and training comes close: k=1 is within half a nat (the bottom-up
+        # guide's stays above 1.5), and k=1000 meets log p(x) within its standard error; with a
+        # nearly exact guide the estimate's Monte Carlo error can put it a little above, too
+        assert first_gap < 0.5 and -0.01 < gap < est.stderr, (first_gap, gap, est.stderr)
     else:
         # q(z2 | z1) cannot read x, on which p(z2 | z1, x) depends through V: a bound that stays
         # loose at every k (measured: 1.5 nats at k=1, 0.2 at k=1000, standard error 0.11)
