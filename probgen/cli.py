@@ -47,7 +47,8 @@ def _build_vae(info, args):
 
 def _build_hvae(info, args):
     latent_dims = (16, 8) if args.latent_dims is None else args.latent_dims
-    return pg.HierarchicalVAE(info, latent_dims, inference=args.inference, prior=args.prior)
+    return pg.HierarchicalVAE(info, latent_dims, inference=args.inference, top_down_path=args.top_down_path,
+                              merge=args.merge, prior=args.prior)
 
 
 def _build_flow(info, args):
@@ -86,6 +87,12 @@ def _family_arguments(parser):
                         help="HVAE: sizes of the layers of latents, z1 first, comma-separated (default: 16,8)")
     parser.add_argument("--inference", default="bottom-up", choices=["bottom-up", "top-down"],
                         help="HVAE: the guide's order (top-down: the ladder VAE)")
+    parser.add_argument("--top-down-path", action="store_true",
+                        help="HVAE: a deterministic top-down path, so that each layer's prior and the decoder read "
+                             "every layer above (the LVAE/NVAE form; default: the Markov chain)")
+    parser.add_argument("--merge", default="precision", choices=["precision", "concat"],
+                        help="HVAE, top-down guide: the ladder's precision-weighted merge with the prior, or one head "
+                             "reading the data's features and the state above (Tomczak & Welling's q(z1 | x, z2))")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--pack", type=int, default=1,

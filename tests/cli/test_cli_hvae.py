@@ -15,7 +15,7 @@ def test_fit_evaluate_sample_a_hierarchical_vae(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["fit", "hvae", "--data", "optdigits", "--epochs", "2", "--out", str(out), "--num-samples", "10",
                  "--num-test", "30", "--no-progress", "--latent-dims", "6,3", "--inference", "bottom-up",
-                 "--prior", "mixture"])
+                 "--prior", "mixture", "--top-down-path"])
     assert code == 0
     printed = capsys.readouterr().out
     # the ELBO is printed with one KL term per layer beside the reconstruction
@@ -23,6 +23,7 @@ def test_fit_evaluate_sample_a_hierarchical_vae(tmp_path, capsys):
     assert "z2:" in printed and "z1:" in printed and "reconstruction:" in printed
     model = pg.load_model(out / "model.pt")
     assert model.latent_dims == (6, 3) and model.inference.value == "bottom-up" and model.config["prior"] == "mixture"
+    assert model.top_down_path and model.config["top_down_path"] is True
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["family"] == "hvae" and metrics["test"]["iwae"]["num_data"] == 30
 

@@ -1,5 +1,6 @@
 """The hierarchical VAE: its Pyro program, the per-layer ELBO terms, training with both guides
-and any top prior, checkpoints, warm-up per layer, bad input, and the diffusion bridge: a
+(each with and without the deterministic top-down path) and any top prior, checkpoints,
+warm-up per layer, bad input, and the diffusion bridge: a
 hierarchy with the forward noising process as guide and a diffusion's reverse steps as
 conditionals has the diffusion's explicit-chain ELBO on the same draws."""
 
@@ -16,9 +17,16 @@ from torch import nn
 
 import probgen as pg
 from probgen.infer.objectives import KLWarmup
-from probgen.models.hvae import LadderMerge, precision_weighted
+from probgen.models.hvae import (
+    LadderMerge,
+    PathStep,
+    StatePosterior,
+    precision_weighted,
+)
 
 INFERENCE = ["top-down", "bottom-up"]
+# the generative model: the Markov chain z_L -> ... -> z_1 -> x, or with the top-down path
+PATH = [pytest.param(False, id="chain"), pytest.param(True, id="path")]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +47,10 @@ def latent_sites(trace):
 # -- the Pyro program --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_named_sites_under_the_data_plate_in_each_guide_order(digits, inference):
-    hvae = small_hvae(inference, latent_dims=(5, 4, 3))
+def test_named_sites_under_the_data_plate_in_each_guide_order(digits, inference, top_down_path):
+    hvae = small_hvae(inference, latent_dims=(5, 4, 3), top_down_path=top_down_path)
     x = digits.train[:7]
     guide = poutine.trace(hvae.guide).get_trace(x)
     model = poutine.trace(poutine.replay(hvae.model, trace=guide)).get_trace(x)
@@ -53,6 +62,35 @@ def test_named_sites_under_the_data_plate_in_each_guide_order(digits, inference)
         assert model.nodes[name]["value"] is guide.nodes[name]["value"]
         for site in (model.nodes[name], guide.nodes[name]):
             assert [(f.name, f.dim, f.size) for f in site["cond_indep_stack"]] == [("data", -1, 7)]
+
+
+def _program_sites(program, values, *args):
+    """The sites of ``program`` run with its latents fixed at ``values``."""
+    return poutine.trace(poutine.condition(program, data=values)).get_trace(*args).nodes
+
+
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_with_the_path_each_layer_and_the_decoder_see_every_layer_above(digits, inference):
+    """Markov chain: p(z1 | z2, z3) and p(x | z1, z2, z3) ignore everything but the next
+    layer up. With the path they read every layer above, and so does the ladder's q(z1 | x, ...)."""
+    x = digits.test[:4]
+    values = {"z3": torch.randn(4, 3), "z2": torch.randn(4, 4), "z1": torch.randn(4, 5)}
+    moved = {**values, "z3": values["z3"] + 1.0}  # only the top layer changes
+
+    def reads_z3(program, read):
+        return not torch.allclose(read(_program_sites(program, values, x)), read(_program_sites(program, moved, x)))
+
+    def z1_loc(sites):
+        return sites["z1"]["fn"].base_dist.loc
+
+    for top_down_path in (False, True):
+        hvae = small_hvae(inference, latent_dims=(5, 4, 3), top_down_path=top_down_path)
+        assert reads_z3(hvae.model, z1_loc) == top_down_path
+        assert reads_z3(hvae.model, lambda sites: sites["x"]["fn"].log_prob(x)) == top_down_path
+        if inference == "top-down":
+            assert reads_z3(hvae.guide, z1_loc) == top_down_path
+    assert hvae.config["top_down_path"] is True and len(hvae.path) == 3
+    assert isinstance(hvae.path[0], PathStep) and hvae.path[-1].state_features == 0
 
 
 @pytest.mark.parametrize("inference", INFERENCE)
@@ -67,8 +105,9 @@ def test_a_single_layer_hierarchy_trains(digits, inference):
     assert run.history["valid_loss"][-1] < run.history["valid_loss"][0]
 
 
-def test_model_without_data_samples_and_predictive_draws_every_layer(digits):
-    hvae = small_hvae()
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_model_without_data_samples_and_predictive_draws_every_layer(digits, top_down_path):
+    hvae = small_hvae(top_down_path=top_down_path)
     trace = poutine.trace(hvae.model).get_trace(num_data=5)
     assert trace.nodes["x"]["value"].shape == (5, 8, 8) and not trace.nodes["x"]["is_observed"]
     samples = hvae.sample(6)
@@ -96,10 +135,11 @@ def test_the_ladder_merge_is_the_normalized_product_of_two_gaussians():
 # -- the ELBO, one term per layer -----------------------------------------------------
 
 
-def test_per_layer_terms_add_up_to_the_elbo_on_the_same_draws(digits):
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_per_layer_terms_add_up_to_the_elbo_on_the_same_draws(digits, top_down_path):
     """With a mixture top prior and the bottom-up guide every term is the draw's own
     log q - log p: the same draws give the same ELBO as the importance weights, exactly."""
-    hvae = small_hvae("bottom-up", latent_dims=(6, 4, 3), prior="mixture")
+    hvae = small_hvae("bottom-up", latent_dims=(6, 4, 3), prior="mixture", top_down_path=top_down_path)
     x = digits.test[:20]
     with torch.no_grad():
         pyro.set_rng_seed(1)
@@ -110,11 +150,12 @@ def test_per_layer_terms_add_up_to_the_elbo_on_the_same_draws(digits):
     torch.testing.assert_close(sum(terms.values()), log_w.mean(0), atol=1e-3, rtol=1e-6)
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_closed_form_kls_sum_to_the_kl_of_the_elbo(digits, inference):
+def test_closed_form_kls_sum_to_the_kl_of_the_elbo(digits, inference, top_down_path):
     """Where a term is a closed-form KL it has the Monte Carlo KL's expectation: the sum of the
     layers' KLs meets E_q[log q(z|x) - log p(z)] within the Monte Carlo error."""
-    hvae = small_hvae(inference)
+    hvae = small_hvae(inference, top_down_path=top_down_path)
     x = digits.test[:10]
     k = 4000
     with torch.no_grad():
@@ -141,8 +182,9 @@ def test_log_likelihood_elbo_reports_the_layers_in_nats_and_bits(digits):
     assert "ELBO bound, k=4" in text and "z2:" in text and "reconstruction:" in text
 
 
-def test_estimators_and_diagnostics_need_no_branch_for_the_family(digits):
-    hvae = small_hvae()
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_estimators_and_diagnostics_need_no_branch_for_the_family(digits, top_down_path):
+    hvae = small_hvae(top_down_path=top_down_path)
     x = digits.test[:12]
     assert pg.infer.resolve_method(hvae) == "iwae"
     table = pg.compare({"hvae": hvae, "vae": pg.VAE(hvae.info, 4, hidden=(48,))}, x, num_samples=8,
@@ -158,15 +200,52 @@ def test_estimators_and_diagnostics_need_no_branch_for_the_family(digits):
     assert torch.isfinite(torch.tensor(run.history["train_loss"])).all()
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_the_joint_prior_and_observation_that_ais_reads_are_the_models(digits, top_down_path):
+    """prior_distribution() is the model's joint over the layers and observation(z) its
+    p(x | z), path or not: log p(z) + log p(x | z) of the traced program, at the same z."""
+    hvae = small_hvae(latent_dims=(5, 4, 3), prior="mixture", top_down_path=top_down_path)
+    x = digits.test[:6]
+    with torch.no_grad():
+        z = hvae.prior_distribution().sample((2, 6))
+        assert z.shape == (2, 6, 12)
+        z1, z2, z3 = z.split((5, 4, 3), -1)
+        with pyro.plate("_particles", 2, dim=-2):
+            trace = poutine.trace(poutine.condition(hvae.model, data={"z1": z1, "z2": z2, "z3": z3})).get_trace(x)
+        trace.compute_log_prob()
+        latents = sum(trace.nodes[name]["log_prob"] for name in ("z1", "z2", "z3"))
+        torch.testing.assert_close(hvae.prior_distribution().log_prob(z), latents)
+        torch.testing.assert_close(hvae.observation(z).log_prob(x), trace.nodes["x"]["log_prob"])
+
+
 # -- training -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_both_guides_train(digits, inference):
-    hvae = small_hvae(inference)
+def test_both_guides_train(digits, inference, top_down_path):
+    hvae = small_hvae(inference, top_down_path=top_down_path)
     run = pg.fit(hvae, digits.train[:768], digits.valid[:200], epochs=3, progress=False)
     losses = run.history["valid_loss"]
     assert losses[-1] < losses[0] - 2, losses
+
+
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_the_concat_merge_trains_and_round_trips(digits, tmp_path, top_down_path):
+    """merge="concat": q(z_l | x, z_{>l}) read by one head from d_l and the state above, as
+    Tomczak & Welling's q(z1 | x, z2); each layer's term is still a conditional KL."""
+    hvae = small_hvae("top-down", latent_dims=(6, 4, 3), merge="concat", top_down_path=top_down_path)
+    assert [type(p) for p in hvae.posteriors] == [StatePosterior, StatePosterior, pg.models.hvae.GaussianHead]
+    x = digits.test[:10]
+    with torch.no_grad():
+        terms = hvae.elbo_terms(x, 50)
+    assert all((terms[name] <= 1e-6).all() for name in ("z1", "z2", "z3"))
+    run = pg.fit(hvae, digits.train[:768], digits.valid[:200], epochs=3, progress=False)
+    assert run.history["valid_loss"][-1] < run.history["valid_loss"][0] - 2, run.history["valid_loss"]
+    loaded = pg.load_model(pg.save_model(hvae, tmp_path / "hvae.pt", data="optdigits"))
+    assert loaded.merge.value == "concat" and loaded.config == hvae.config
+    first = pg.log_likelihood(hvae, x, method="iwae", num_samples=8)
+    torch.testing.assert_close(pg.log_likelihood(loaded, x, method="iwae", num_samples=8).pointwise, first.pointwise)
 
 
 class LearnedLaplace(nn.Module):
@@ -206,8 +285,9 @@ def test_bottom_up_vamp_prior_reads_the_chain_of_posterior_means(digits):
     torch.testing.assert_close(mixture.scales, scale2)
 
 
-def test_kl_warmup_scales_every_layer(digits):
-    hvae = small_hvae(latent_dims=(6, 4, 3))
+@pytest.mark.parametrize("top_down_path", PATH)
+def test_kl_warmup_scales_every_layer(digits, top_down_path):
+    hvae = small_hvae(latent_dims=(6, 4, 3), top_down_path=top_down_path)
     x = digits.train[:50]
     warmup = KLWarmup(4)
     warmup.begin_epoch(1)  # beta = 1/4
@@ -229,10 +309,11 @@ def test_kl_warmup_scales_every_layer(digits):
 # -- checkpoints -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("top_down_path", PATH)
 @pytest.mark.parametrize("inference", INFERENCE)
-def test_save_load_and_resume(digits, tmp_path, inference):
+def test_save_load_and_resume(digits, tmp_path, inference, top_down_path):
     train, valid = digits.train[:300], digits.valid[:100]
-    options = {"prior": "vamp", "num_pseudo_inputs": 6, "activation": "gated"}
+    options = {"prior": "vamp", "num_pseudo_inputs": 6, "activation": "gated", "top_down_path": top_down_path}
     whole = pg.fit(small_hvae(inference, **options), train, valid, epochs=3, seed=5, progress=False)
     pg.fit(small_hvae(inference, **options), train, valid, epochs=2, seed=5, checkpoint_dir=tmp_path / "run",
            progress=False)
@@ -246,6 +327,7 @@ def test_save_load_and_resume(digits, tmp_path, inference):
     loaded = pg.load_model(path)
     assert type(loaded) is pg.HierarchicalVAE and loaded.config == resumed_model.config
     assert loaded.config["inference"] == inference and loaded.config["latent_dims"] == [6, 3]
+    assert loaded.top_down_path is top_down_path and loaded.config["top_down_path"] is top_down_path
     x = digits.test[:10]
     first = pg.log_likelihood(resumed_model, x, method="iwae", num_samples=8)
     again = pg.log_likelihood(loaded, x, method="iwae", num_samples=8)
@@ -272,6 +354,14 @@ def test_custom_modules_leave_no_config():
         ({"latent_dims": (4, 0)}, ValueError, r"latent_dims must be a non-empty sequence .*, got \(4, 0\)"),
         ({"latent_dims": (4, 2.5)}, ValueError, r"latent_dims must be a non-empty sequence .*, got \(4, 2.5\)"),
         ({"inference": "sideways"}, ValueError, r"unknown inference 'sideways'; expected one of \['top-down', 'bottom-up'\]"),
+        ({"top_down_path": "yes"}, TypeError, "top_down_path must be True or False, got 'yes'"),
+        ({"merge": "sum"}, ValueError, r"unknown merge 'sum'; expected one of \['precision', 'concat'\]"),
+        ({"merge": "concat", "inference": "bottom-up"}, ValueError, "the bottom-up guide has no merge"),
+        ({"top_down_path": 1}, TypeError, "top_down_path must be True or False, got 1"),
+        ({"path": [nn.Identity(), nn.Identity()]}, ValueError, "pass top_down_path=True with it"),
+        ({"top_down_path": True, "path": [nn.Identity()]}, ValueError, "path must be a sequence of 2 modules"),
+        ({"top_down_path": True, "conditionals": []}, ValueError,
+         r"conditionals must be a sequence of 1 modules, each state_above -> \(loc, scale\)"),
         ({"hidden": ()}, ValueError, "hidden must be a non-empty sequence"),
         ({"num_pseudo_inputs": 0}, ValueError, "num_pseudo_inputs must be a positive integer, got 0"),
         ({"activation": "swishy"}, ValueError, "activation must be one of"),

@@ -1,12 +1,15 @@
 """The linear-Gaussian oracle of the hierarchical VAE: two layers whose marginal is Gaussian.
 
-    z2 ~ N(0, I),  z1 | z2 ~ N(A z2 + a, s1^2 I),  x | z1 ~ N(W z1 + b, s^2 I)
+    z2 ~ N(0, I),  z1 | z2 ~ N(A z2 + a, s1^2 I),  x | z1, z2 ~ N(W z1 + V z2 + b, s^2 I)
 
-gives x ~ N(W a + b, W (A A^T + s1^2 I) W^T + s^2 I) exactly. With the generative weights
-frozen at the oracle's, a trained guide's ELBO stays below log p(x) for every data point,
-IWAE rises to it as k grows, and the exact posterior plugged in as the guide makes every
-importance weight equal p(x). With A diagonal and W = Q D (orthonormal Q), every posterior
-factor of both guides is a diagonal Gaussian, so both guide families contain the exact one.
+gives x ~ N(W a + b, (W A + V)(W A + V)^T + s1^2 W W^T + s^2 I) exactly. V = 0 is the
+Markov chain; V != 0 needs the top-down path, here a linear one: h2 = z2, h1 = (z2, z1), the
+decoder reading h1. With the generative weights frozen at the oracle's, a trained guide's
+ELBO stays below log p(x) for every data point, IWAE rises to it as k grows, and the exact
+posterior plugged in as the guide makes every importance weight equal p(x). With A diagonal,
+W = Q D and V = Q F (orthonormal Q, diagonal D and F), every posterior factor of the guides
+is a diagonal Gaussian, so the guide families contain the exact one (with V != 0 the
+top-down guide only: the bottom-up q(z2 | z1) cannot read x, on which p(z2 | z1, x) depends).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 import probgen as pg
+from probgen.models.hvae import GaussianHead, LadderMerge
 
 S, S1 = 0.5, 0.7  # the observation and the layer-1 noise
 
@@ -44,23 +48,32 @@ class Identity(nn.Module):
         return x if self.copies is None else (x,) * self.copies
 
 
+class StackLayers(nn.Module):
+    """The linear top-down path's step h_l = (h_{l+1}, z_l): the layers so far, side by side."""
+
+    def forward(self, state, z):
+        return z if state is None else torch.cat([state, z], -1)
+
+
 class Oracle:
-    def __init__(self, data_dim=6, dims=(3, 3), seed=0, diagonal=False):
+    def __init__(self, data_dim=6, dims=(3, 3), seed=0, diagonal=False, skip=False):
         g = torch.Generator().manual_seed(seed)
         d1, d2 = dims
         if diagonal:  # A diagonal, W with orthogonal columns: every posterior factor is diagonal
             q, _ = torch.linalg.qr(torch.randn(data_dim, d1, generator=g))
             self.W = q * torch.tensor([2.0, 1.0, 0.6][:d1])
             self.A = torch.diag(torch.tensor([1.5, 0.8, 0.4][:d1]))
+            self.V = q * torch.tensor([0.9, -1.2, 0.5][:d1]) if skip else torch.zeros(data_dim, d2)
         else:
             self.W = torch.randn(data_dim, d1, generator=g)
             self.A = torch.randn(d1, d2, generator=g)
+            self.V = torch.randn(data_dim, d2, generator=g) if skip else torch.zeros(data_dim, d2)
         self.b = torch.randn(data_dim, generator=g)
         self.a = torch.randn(d1, generator=g)
-        self.dims, self.data_dim = dims, data_dim
-        cov1 = self.A @ self.A.T + S1**2 * torch.eye(d1)
-        self.marginal = torch.distributions.MultivariateNormal(self.W @ self.a + self.b,
-                                                               self.W @ cov1 @ self.W.T + S**2 * torch.eye(data_dim))
+        self.dims, self.data_dim, self.skip = dims, data_dim, skip
+        through_z2 = self.W @ self.A + self.V
+        covariance = through_z2 @ through_z2.T + S1**2 * self.W @ self.W.T + S**2 * torch.eye(data_dim)
+        self.marginal = torch.distributions.MultivariateNormal(self.W @ self.a + self.b, covariance)
 
     def sample(self, n, seed):
         torch.manual_seed(seed)
@@ -70,16 +83,26 @@ class Oracle:
         return self.marginal.log_prob(x).double()
 
     def hvae(self, inference, **options):
-        decoder = nn.Linear(self.dims[0], self.data_dim)
-        decoder.weight.data.copy_(self.W)
+        """The oracle as a HierarchicalVAE with frozen generative weights: the Markov chain,
+        or with ``skip`` the linear top-down path, whose decoder reads h1 = (z2, z1)."""
+        decoder = nn.Linear(self.dims[0] + (self.dims[1] if self.skip else 0), self.data_dim)
+        decoder.weight.data.copy_(torch.cat([self.V, self.W], 1) if self.skip else self.W)
         decoder.bias.data.copy_(self.b)
         decoder.requires_grad_(False)
         options.setdefault("hidden", (32, 32))
+        if self.skip:
+            options.update(top_down_path=True, path=[StackLayers(), StackLayers()])
+            if inference == "top-down":  # the data's Gaussian for z1 reads h2 = z2, 3 wide
+                options.setdefault("posteriors", [LadderMerge(options["hidden"][-1], self.dims[0], self.dims[1]),
+                                                  GaussianHead(options["hidden"][-1], self.dims[1])])
         return pg.HierarchicalVAE(
             (self.data_dim,), self.dims, inference=inference,
             likelihood=lambda out: dist.Normal(out, S).to_event(1), decoder=decoder,
             conditionals=[LinearGaussian(self.A, self.a, S1)], **options,
         )
+
+    def decoder_weight(self, hvae):
+        return hvae.decoder.weight[:, self.dims[1]:] if self.skip else hvae.decoder.weight
 
 
 def _raw_scale(scale):
@@ -93,51 +116,75 @@ def _diagonal(matrix):
     return matrix.diagonal()
 
 
-@pytest.mark.parametrize("inference", ["top-down", "bottom-up"])
-def test_elbo_below_exact_and_iwae_rises_to_it(inference):
-    oracle = Oracle()
+@pytest.mark.parametrize(("inference", "skip"), [("top-down", False), ("bottom-up", False), ("top-down", True),
+                                               ("bottom-up", True)],
+                         ids=["top-down", "bottom-up", "top-down-path", "bottom-up-path"])
+def test_elbo_below_exact_and_iwae_rises_to_it(inference, skip):
+    """Without the path: a general (correlated) oracle. With it: the diagonal oracle whose
+    decoder reads both layers, where the top-down guide's family holds the exact posterior and
+    the bottom-up one's does not."""
+    oracle = Oracle(skip=skip, diagonal=skip)
     torch.manual_seed(0)
     hvae = oracle.hvae(inference)
     train, test = oracle.sample(2000, seed=1), oracle.sample(300, seed=2)
     pg.fit(hvae, train, epochs=30, lr=3e-3, progress=False, seed=0)
     # the generative weights did not require grad: fit left them at the oracle's
-    assert torch.equal(hvae.decoder.weight, oracle.W) and torch.equal(hvae.conditionals[0].M, oracle.A)
+    assert torch.equal(oracle.decoder_weight(hvae), oracle.W) and torch.equal(hvae.conditionals[0].M, oracle.A)
     exact = oracle.exact(test)
 
     elbo = pg.log_likelihood(hvae, test, method="elbo", num_samples=1000)
     assert elbo.is_bound and set(elbo.terms) == {"z2", "z1", "reconstruction"}
-    assert (elbo.pointwise <= exact).all(), "the ELBO exceeded log p(x) for some data point"
+    # the ELBO at every point as the mean of 1000 log-weights, and as the per-layer estimate;
+    # where the guide is nearly the posterior (top-down with the path) the latter's Monte Carlo
+    # error (its reconstruction term's, which does not vanish there) exceeds the gap, so it
+    # meets the bound on average only (measured: 10 of 300 points up to 0.03 nats above log p(x))
+    log_w = pg.infer.log_weights(hvae, test, 1000).double().mean(0)
+    assert (log_w <= exact).all(), "the ELBO exceeded log p(x) for some data point"
+    assert abs(elbo.mean - log_w.mean().item()) < 0.02
+    if not (skip and inference == "top-down"):
+        assert (elbo.pointwise <= exact).all(), "the per-layer ELBO exceeded log p(x) for some data point"
 
     means = []
     for k in (1, 10, 100, 1000):
         est = pg.log_likelihood(hvae, test, method="iwae", num_samples=k)
         means.append(est.mean)
     assert means == sorted(means), f"IWAE did not rise with k: {means}"
-    gap = exact.mean().item() - means[-1]
-    assert -1e-3 < gap < est.stderr, (gap, est.stderr)
-    # the diagonal guide misses the posterior's correlations: k=1 is visibly looser (the test can
-    # fail), and k=1000 has closed nine tenths of that gap
-    first_gap = exact.mean().item() - means[0]
-    assert first_gap > 0.3 and gap < 0.1 * first_gap, (first_gap, gap)
+    gap, first_gap = exact.mean().item() - means[-1], exact.mean().item() - means[0]
+    if not skip:
+        assert -1e-3 < gap < est.stderr, (gap, est.stderr)
+        # the diagonal guide misses the posterior's correlations: k=1 is visibly looser (the test
+        # can fail), and k=1000 has closed nine tenths of that gap
+        assert first_gap > 0.3 and gap < 0.1 * first_gap, (first_gap, gap)
+    elif inference == "top-down":
+        # the guide can be exact and training comes close: k=1 is within half a nat (the bottom-up
+        # guide's stays above 1.5), and k=1000 meets log p(x) within its standard error; with a
+        # nearly exact guide the estimate's Monte Carlo error can put it a little above, too
+        assert first_gap < 0.5 and -0.01 < gap < est.stderr, (first_gap, gap, est.stderr)
+    else:
+        # q(z2 | z1) cannot read x, on which p(z2 | z1, x) depends through V: a bound that stays
+        # loose at every k (measured: 1.5 nats at k=1, 0.2 at k=1000, standard error 0.11)
+        assert first_gap > 0.5 and gap > 0, (first_gap, gap)
 
 
 def _exact_top_down(oracle):
     """The top-down guide whose ladder merge is the exact posterior (module docstring)."""
-    W, A, a, b = oracle.W, oracle.A, oracle.a, oracle.b
-    d1, d2 = oracle.dims
+    W, A, a, b, V = oracle.W, oracle.A, oracle.a, oracle.b, oracle.V
+    d2 = oracle.dims[1]
     hvae = oracle.hvae("top-down", hidden=(oracle.data_dim,), encoder=Identity(copies=2))
-    # layer 1: what x says about z1, N((W^T W)^-1 W^T (x - b), s^2 (W^T W)^-1), merged with p(z1 | z2)
+    # layer 1: what x says about z1, N((W^T W)^-1 W^T (x - V z2 - b), s^2 (W^T W)^-1), merged with
+    # p(z1 | z2); with the path the merge reads (x, h2 = z2), without it x alone (V = 0)
     gram = _diagonal(W.T @ W)
     merge = hvae.posteriors[0].head.linear
     gain = W.T / gram[:, None]
-    merge.weight.data = torch.cat([gain, torch.zeros(d1, oracle.data_dim)])
+    loc_weight = torch.cat([gain, -gain @ V], 1) if oracle.skip else gain
+    merge.weight.data = torch.cat([loc_weight, torch.zeros_like(loc_weight)])
     merge.bias.data = torch.cat([-gain @ b, _raw_scale(S / gram.sqrt())])
-    # layer 2: p(z2 | x) of the marginal x | z2 ~ N(W A z2 + W a + b, C)
+    # layer 2: p(z2 | x) of the marginal x | z2 ~ N((W A + V) z2 + W a + b, C)
     C = S1**2 * W @ W.T + S**2 * torch.eye(oracle.data_dim)
-    WA = W @ A
-    precision = torch.eye(d2) + WA.T @ torch.linalg.solve(C, WA)
+    M = W @ A + V
+    precision = torch.eye(d2) + M.T @ torch.linalg.solve(C, M)
     covariance = _diagonal(torch.linalg.inv(precision))
-    gain2 = torch.diag(covariance) @ WA.T @ torch.linalg.inv(C)
+    gain2 = torch.diag(covariance) @ M.T @ torch.linalg.inv(C)
     top = hvae.posteriors[1].linear
     top.weight.data = torch.cat([gain2, torch.zeros(d2, oracle.data_dim)])
     top.bias.data = torch.cat([-gain2 @ (W @ a + b), _raw_scale(covariance.sqrt())])
@@ -157,9 +204,12 @@ def _exact_bottom_up(oracle):
     return oracle.hvae("bottom-up", encoder=Identity(), posteriors=[q1, q2])
 
 
-@pytest.mark.parametrize("exact_guide", [_exact_top_down, _exact_bottom_up], ids=["top-down", "bottom-up"])
-def test_the_exact_posterior_as_guide_gives_the_exact_value(exact_guide):
-    oracle = Oracle(diagonal=True)
+@pytest.mark.parametrize(("exact_guide", "skip"), [(_exact_top_down, False), (_exact_bottom_up, False),
+                                                   (_exact_top_down, True)], ids=["top-down", "bottom-up", "top-down-path"])
+def test_the_exact_posterior_as_guide_gives_the_exact_value(exact_guide, skip):
+    """With the path (the decoder reading both layers) the top-down guide, whose merge reads
+    the state above, still contains the exact posterior; the bottom-up one does not."""
+    oracle = Oracle(diagonal=True, skip=skip)
     hvae = exact_guide(oracle)
     test = oracle.sample(50, seed=4)
     exact = oracle.exact(test)
@@ -176,16 +226,19 @@ def test_the_exact_posterior_as_guide_gives_the_exact_value(exact_guide):
     assert abs(elbo.mean - exact.mean().item()) < 0.01
 
 
-def test_ais_finds_the_exact_log_likelihood():
+@pytest.mark.parametrize("skip", [pytest.param(False, id="chain"), pytest.param(True, id="path")])
+def test_ais_finds_the_exact_log_likelihood(skip):
     """AIS moves its chains in all layers at once (the joint prior of prior_distribution)."""
-    oracle = Oracle(diagonal=True)
+    oracle = Oracle(diagonal=True, skip=skip)
     hvae = oracle.hvae("top-down")  # AIS reads the joint prior and the decoder only
     test = oracle.sample(20, seed=5)
     ais = pg.log_likelihood(hvae, test, method="ais", num_samples=64, num_steps=300, leapfrog_steps=5)
     assert ais.kind == "estimate"
     error = ais.pointwise - oracle.exact(test)
     assert abs(error.mean().item()) < 0.1 and error.abs().mean().item() < 0.2, error
-    # the chains live in the layers concatenated, z1 first; the data depend on z1 alone
+    # the chains live in the layers concatenated, z1 first; the data depend on z1 alone in the
+    # chain, on h1 = (z2, z1) with the path
     z = hvae.prior_distribution().sample((64, 20))
     assert z.shape == (64, 20, sum(oracle.dims))
-    torch.testing.assert_close(hvae.observation(z).mean, hvae.decoder(z[..., : oracle.dims[0]]))
+    z1, z2 = z.split(oracle.dims, -1)
+    torch.testing.assert_close(hvae.observation(z).mean, hvae.decoder(torch.cat([z2, z1], -1) if skip else z1))
