@@ -51,6 +51,7 @@ import math
 import torch
 from pyro.nn import PyroModule
 
+from ..checks import sample_count
 from ..distributions import DataInfo, Likelihood, integer_levels
 from .pyro_params import announce_parameters, announce_params_for_svi, param_sites_unread
 
@@ -239,6 +240,10 @@ class DecoderModel(GenerativeModel):
       ``self.prior`` (a hierarchy's joint prior over all its layers as one vector);
     - ``observation(z)``: :math:`p(x \\mid z)` over one data point per latent, batched over the
       leading dimensions of ``z``.
+
+    A family with a decoder and a ``likelihood`` gives ``decoder_output(z)`` and inherits
+    ``observation`` and ``sample`` built on it (the VAE, the hierarchical VAE); a GAN, whose
+    observation model follows its noise, writes its own.
     """
 
     def prior_distribution(self):
@@ -246,4 +251,21 @@ class DecoderModel(GenerativeModel):
         return self.prior()
 
     def observation(self, z: torch.Tensor):
+        """:math:`p(x \\mid z)`: the likelihood of the decoder's output (:meth:`decoder_output`)."""
+        return self.likelihood(self.decoder_output(z))
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters given latents ``z`` (what :meth:`observation` reads)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
+        """``n`` draws of :math:`x` from the prior and the observation model; with
+        ``mean=True`` the likelihood's mean given each draw of the latents instead (what
+        sample grids show)."""
+        sample_count(n, self.info.num_dims)
+        output = self.decoder_output(self.prior_distribution().sample((n,)))
+        if not mean:
+            return self.likelihood(output).sample()
+        # a probgen likelihood has the mean of its observation model; a user's callable, its distribution's
+        return self.likelihood.mean(output) if isinstance(self.likelihood, Likelihood) else self.likelihood(output).mean

@@ -125,7 +125,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from ..checks import boolean, choice, layer_sizes, positive_int, sample_count
+from ..checks import boolean, choice, layer_sizes, positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers
 from .base import DecoderModel, register_family
@@ -618,10 +618,11 @@ class HierarchicalVAE(DecoderModel):
             state = _descend(self.path, state, layers[layer - 1], layer)
         return state
 
-    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """:math:`p(x \\mid z)` for the layers as one vector (:meth:`prior_distribution`): the
-        data depend on :math:`z_1` alone in the Markov chain, on every layer through the path."""
-        return self.decode(self._bottom_state(z))
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters for the layers as one vector (:meth:`prior_distribution`;
+        :meth:`observation` is :math:`p(x \\mid z)`): the data depend on :math:`z_1` alone in
+        the Markov chain, on every layer through the path."""
+        return self.decoder(self._bottom_state(z))
 
     # -- the Pyro program ---------------------------------------------------------------
 
@@ -700,19 +701,6 @@ class HierarchicalVAE(DecoderModel):
                 totals[name] = totals[name] - kl.sum(0)
             totals["reconstruction"] = totals["reconstruction"] + model_trace.nodes["x"]["fn"].log_prob(x).sum(0)
         return {name: total / num_samples for name, total in totals.items()}
-
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
-        """``n`` draws of :math:`x` down the chain; with ``mean=True`` the likelihood's mean
-        given each :math:`z_1` instead (what sample grids show)."""
-        sample_count(n, self.info.num_dims)
-        z = self.prior_distribution().sample((n,))
-        output = self.decoder(self._bottom_state(z))
-        if mean:
-            if isinstance(self.likelihood, Likelihood):
-                return self.likelihood.mean(output)
-            return self.likelihood(output).mean
-        return self.likelihood(output).sample()
 
     def extra_repr(self) -> str:
         return (f"event_shape={self.event_shape}, latent_dims={self.latent_dims}, "

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import pyro_method
 from torch import nn
 
-from ..checks import layer_sizes, positive_int, sample_count
+from ..checks import layer_sizes, positive_int
 from ..distributions import (
     DataInfo,
     Likelihood,
@@ -204,9 +204,9 @@ class VAE(DecoderModel):
         """``(loc, scale)`` of the diagonal Normal :math:`q(z \\mid x)` (the VampPrior reads it)."""
         return self._posterior(network_input)[:2]
 
-    def observation(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """The distribution :math:`p(x \\mid z)` over one data point per latent."""
-        return self.likelihood(self.decoder(z))
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters given :math:`z` (:meth:`observation` is :math:`p(x \\mid z)`)."""
+        return self.decoder(z)
 
     # -- the Pyro program ---------------------------------------------------------------
 
@@ -231,19 +231,6 @@ class VAE(DecoderModel):
             if self.posterior_flow is not None:
                 q = dist.TransformedDistribution(q, [self.posterior_flow.condition(features)])
             return pyro.sample("z", q)
-
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = False) -> torch.Tensor:
-        """``n`` draws of :math:`x`; with ``mean=True`` the likelihood's mean given each
-        :math:`z` instead (what sample grids show)."""
-        sample_count(n, self.info.num_dims)
-        z = self.prior_distribution().sample((n,))
-        output = self.decoder(z)
-        if mean:
-            if isinstance(self.likelihood, Likelihood):
-                return self.likelihood.mean(output)
-            return self.likelihood(output).mean
-        return self.likelihood(output).sample()
 
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}, latent_dim={self.latent_dim}, likelihood={self.likelihood}"
