@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from ..checks import new_file
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint", "save_model", "load_model"]
 
@@ -25,7 +24,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed
     to disk, then renamed over ``path``. A crash leaves the previous file intact."""
-    path = new_file(path, "the checkpoint path", overwrite=True)  # not a folder, in a folder that can be written
+    path = Path(path)
+    if path.is_dir():  # writability needs no probe here: the temporary file below is one
+        raise ValueError(f"the checkpoint path {str(path)!r} is a folder, expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
