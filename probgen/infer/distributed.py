@@ -24,6 +24,9 @@ data-parallel:
 - **Rank 0 writes**: checkpoints, the progress bar and TensorBoard logs. Every rank reads
   the same checkpoint on resume; each rank's random state is saved, so a resume on the same
   number of processes repeats the run exactly, and a resume on another number is refused.
+- **The group is left at exit.** The process group :func:`probgen.fit` joined is destroyed
+  when the script ends (unless the script destroyed it itself): a gloo group still alive when
+  the interpreter shuts down can abort the process.
 - **Evaluation is sharded**: the validation loss in :func:`probgen.fit`, and, with
   ``sharded=True``, :func:`probgen.log_likelihood` (so :func:`probgen.compare`) and
   :func:`probgen.infer.importance_log_weights` (so the PSIS diagnostics): each rank scores a
@@ -39,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import os
@@ -180,6 +184,10 @@ def join(device: torch.device) -> Ranks:
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # the group is left before the interpreter shuts down: a gloo group still alive then can
+    # abort the process (SIGABRT, "terminate called without an active exception") when its
+    # worker threads release tensors after Python is gone
+    atexit.register(_leave)
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if restart is None:  # another launcher: the environment's rendezvous as it is
         dist.init_process_group(backend=backend)
@@ -193,3 +201,9 @@ def join(device: torch.device) -> Ranks:
     dist.init_process_group(backend=backend, store=dist.PrefixStore(f"probgen/attempt{restart}", store), rank=rank,
                             world_size=world_size)
     return current()
+
+
+def _leave() -> None:
+    """Destroy the process group :func:`join` created, unless the script destroyed it already."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

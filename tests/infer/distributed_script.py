@@ -8,6 +8,7 @@ torchrun's elastic restart).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -118,6 +119,8 @@ def restart(out: Path, rank: int) -> dict:
 if __name__ == "__main__":
     out, mode = Path(sys.argv[1]), sys.argv[2]
     rank = int(os.environ["RANK"])
+    # registered before fit joins the group, so it runs after probgen's own exit handler
+    atexit.register(lambda: (out / f"rank{rank}.exit").write_text(json.dumps({"joined": dist.is_initialized()})))
     record = {"families": families, "restart": restart}[mode](out, rank)
     record["world_size"] = dist.get_world_size()
     (out / f"rank{rank}.json").write_text(json.dumps(record))

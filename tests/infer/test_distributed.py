@@ -120,6 +120,13 @@ def test_only_rank_zero_writes_and_every_rank_stops_alike(two_processes):
     assert "loss is nan at epoch 1, step 1" in first["errors"]["nan"]
 
 
+def test_every_rank_leaves_the_process_group_before_the_interpreter_shuts_down(two_processes):
+    # a gloo group still alive at interpreter shutdown can abort the process (SIGABRT)
+    out, _ = two_processes
+    for rank in range(2):
+        assert json.loads((out / f"rank{rank}.exit").read_text()) == {"joined": False}
+
+
 def test_resuming_on_another_number_of_processes_is_refused(two_processes):
     out, _ = two_processes
     flow, _, x = one_process_flow(epochs=1)
