@@ -89,7 +89,7 @@ def bench_train_step(event_shape, num_levels, batch_size, rounds, steps):
     # the same loss: both start from the same weights, so their first losses agree in distribution
     with torch.no_grad():
         torch.manual_seed(1)
-        a = statistics.mean(objective.eval_loss(diff, batches[0]) for _ in range(20))
+        a = statistics.mean(float(objective.eval_loss(diff, batches[0])) for _ in range(20))
         torch.manual_seed(1)
         b = statistics.mean(plain_vdm_loss(network, batches[0], num_levels, lmin, lmax).item() for _ in range(20))
     times = {k: [] for k in steppers}

@@ -11,7 +11,9 @@ from .objectives import (
     KLWarmup,
     Objective,
     SVIObjective,
+    MeanFieldELBO,
     TermsELBO,
+    TraceELBO,
     parse_objective,
     resolve_objective,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "SVIObjective",
     "TrainingState",
     "TermsELBO",
+    "TraceELBO",
+    "MeanFieldELBO",
     "fit",
     "load_checkpoint",
     "load_model",

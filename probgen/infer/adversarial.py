@@ -71,7 +71,7 @@ __all__ = ["Adversarial", "AdversarialLoss", "gradient_penalty", "r1_penalty"]
 class _Game:
     discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real scores, fake scores) -> loss
     generator: Callable[[torch.Tensor], torch.Tensor]  # fake scores -> loss
-    divergence: Callable[[float], float]  # discriminator loss -> divergence estimate
+    divergence: Callable[[torch.Tensor], torch.Tensor]  # discriminator loss -> divergence estimate (affine)
 
 
 class AdversarialLoss(str, enum.Enum):
@@ -89,7 +89,7 @@ class AdversarialLoss(str, enum.Enum):
         """The generator's loss from the discriminator's scores on its samples."""
         return _GAMES[self].generator(fake_scores)
 
-    def divergence_estimate(self, discriminator_loss_value: float) -> float:
+    def divergence_estimate(self, discriminator_loss_value: torch.Tensor | float) -> torch.Tensor | float:
         """The divergence a discriminator loss (without penalty) implies."""
         return _GAMES[self].divergence(discriminator_loss_value)
 
@@ -340,12 +340,12 @@ class Adversarial(Objective):
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return self.loss.divergence_estimate(loss.item())
+        return self.loss.divergence_estimate(loss.detach())
 
     def eval_loss(self, model, batch):
         d, m = self._discriminator(model), self._pack(model)
         fake = pack(self.generate(model, len(batch)), m)
-        return self.loss.divergence_estimate(self.loss.discriminator_loss(_scores(d, pack(batch, m)), _scores(d, fake)).item())
+        return self.loss.divergence_estimate(self.loss.discriminator_loss(_scores(d, pack(batch, m)), _scores(d, fake)).detach())
 
     def __repr__(self):
         return (f"Adversarial({self.loss.value!r}, discriminator_steps={self.discriminator_steps}, gp_weight={self.gp_weight}, "

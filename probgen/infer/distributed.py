@@ -19,8 +19,8 @@ data-parallel:
   parameters, flow priors and posteriors), the diffusion estimator and the adversarial game
   (both optimizers, ``k`` discriminator steps, R1 and gradient penalties) are averaged alike.
 - **A non-finite loss on any rank stops every rank with the same error**: the loss travels
-  in the same all-reduce as the gradients, and every rank checks the reduced value before
-  any parameter is updated.
+  in the same all-reduce as the gradients, so every rank notes the same reduced value and
+  stops at the end of the same epoch, with the weights that epoch started from.
 - **Rank 0 writes**: checkpoints, the progress bar and TensorBoard logs. Every rank reads
   the same checkpoint on resume; each rank's random state is saved, so a resume on the same
   number of processes repeats the run exactly, and a resume on another number is refused.

@@ -150,9 +150,14 @@ def _make_scheduler(lr_schedule, optimizer, epochs):
 
 
 def _batches(data, batch_size, generator=None):
-    order = torch.randperm(len(data), generator=generator) if generator is not None else torch.arange(len(data))
+    """``data`` in batches of ``batch_size``, in the order ``generator`` draws (in order without
+    one). The order moves to the data's device once, so cutting a batch never waits for it."""
+    if generator is None:
+        yield from data.split(batch_size)
+        return
+    order = torch.randperm(len(data), generator=generator).to(data.device)
     for start in range(0, len(data), batch_size):
-        yield data[order[start : start + batch_size].to(data.device)]
+        yield data[order[start : start + batch_size]]
 
 
 def _batch_sizes(data, batch_size):
@@ -381,15 +386,23 @@ def _train_epoch(state, optimization, train, batch_size, seed, update) -> float:
     state.objective.begin_epoch(state.epoch)
     order = torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
     ranks, total = state.ranks, 0.0
+    optimization.begin_epoch()
     for state.step, batch in enumerate(_batches(train, batch_size, order), 1):
         if ranks is not None:
             share = batch[ranks.share(len(batch))]
             optimization.batch_fraction = len(share) / len(batch)
             batch = share
-        total += state.objective.train_step(state.model, batch, update) * len(batch)
+        total = total + _detached(state.objective.train_step(state.model, batch, update)) * len(batch)
         optimization.after_step()
-    optimization.after_epoch()
+    optimization.end_epoch(state)  # the one read of the epoch's losses: stops on a non-finite one
+    total = float(total)
     return (total if ranks is None else ranks.sum(total)) / len(train)
+
+
+def _detached(loss):
+    """A step's loss to sum: summing tensors that still carry their graphs would keep every
+    step's graph alive until the epoch ends."""
+    return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
 
 @dataclasses.dataclass
@@ -455,6 +468,41 @@ class Callback:
         """After the epoch ``state.epoch`` is recorded (and checkpointed)."""
 
 
+class LossWatch:
+    """The non-finite-loss guard of the loop, kept on the device: each update notes, per
+    parameter group, the first step whose loss was not finite and that loss, without waiting
+    for the device; :meth:`first_non_finite` reads the notes back (once per epoch)."""
+
+    def __init__(self):
+        self.notes: dict[str, list[torch.Tensor]] = {}  # group -> [first bad step (0: none), its loss]
+
+    def clear(self) -> None:
+        self.notes.clear()
+
+    def note(self, group: str, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach()
+        note = self.notes.get(group)
+        if note is None:
+            note = self.notes[group] = [torch.zeros((), dtype=torch.long, device=loss.device), torch.zeros_like(loss)]
+        first = (note[0] == 0) & ~torch.isfinite(loss)
+        note[0] = torch.where(first, step, note[0])
+        note[1] = torch.where(first, loss, note[1])
+
+    def first_non_finite(self) -> tuple[str, int, float] | None:
+        """``(group, step, loss)`` of the earliest non-finite loss noted, or ``None``."""
+        found = [(int(step), group, float(loss)) for group, (step, loss) in self.notes.items()]
+        found = [entry for entry in found if entry[0] > 0]
+        if not found:
+            return None
+        step, group, loss = min(found)
+        return group, step, loss
+
+
+def _last_good(folder: "CheckpointFolder | None", state: TrainingState) -> str:
+    """The clause of an error message that names the last checkpoint written, if any."""
+    return f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
+
+
 class Optimization:
     """The optimizers (one per parameter group of the objective), their learning-rate
     schedulers, the optional weight average, and the guarded update step."""
@@ -481,28 +529,23 @@ class Optimization:
         }
         self.average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
         self.clip_grad = clip_grad
+        self.watch = LossWatch()
+        self.folder = None  # where checkpoints go, for messages (set by updater)
+        self.finite_state = None  # the state at the start of the epoch, restored if the epoch goes non-finite
 
     def updater(self, state: TrainingState, folder: "CheckpointFolder | None"):
-        """``update(group, loss)`` for the objective: refuse a non-finite loss, then
-        back-propagate and step that group's optimizer."""
-
-        def refuse(group, loss):
-            saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
-            raise NonFiniteLossError(
-                f"the {group} loss is {loss.item()} at epoch {state.epoch}, step {state.step}; no parameter "
-                f"was updated with it{saved}. Try a smaller lr or clip_grad."
-            )
+        """``update(group, loss)`` for the objective: back-propagate, step that group's
+        optimizer, and note on the device whether the loss was finite (:meth:`end_epoch`
+        reads the notes). Nothing in it waits for the device."""
+        self.folder = folder
 
         def update(group: str, loss: torch.Tensor) -> None:
-            if self.ranks is None and not torch.isfinite(loss):
-                refuse(group, loss)
             opt = self.optimizers[group]
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if self.ranks is not None:  # the batch's loss and gradient, on every rank; all refuse a non-finite loss
+            if self.ranks is not None:  # the batch's loss and gradient, on every rank alike
                 loss = self.ranks.average_gradients(loss, self.groups[group], self.batch_fraction)
-                if not torch.isfinite(loss):
-                    refuse(group, loss)
+            self.watch.note(group, loss, state.step)
             params = self.groups[group]
             if self.clip_grad is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
@@ -519,7 +562,7 @@ class Optimization:
         """Stop before a checkpoint is written if the epoch left anything non-finite: a
         parameter or optimizer state (a step whose loss was finite but whose gradient was
         not steps the weights to NaN), or a loss it recorded (the validation loss)."""
-        saved = f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
+        saved = _last_good(folder, state)
         for name, values in state.history.items():
             if name != "seconds" and values and not math.isfinite(values[-1]):
                 raise NonFiniteLossError(
@@ -543,7 +586,27 @@ class Optimization:
         if self.average is not None:
             self.average.update()
 
-    def after_epoch(self) -> None:
+    def begin_epoch(self) -> None:
+        """Keep the weights every step of the epoch starts from: the last finite ones."""
+        self.watch.clear()
+        self.finite_state = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+
+    def end_epoch(self, state: TrainingState) -> None:
+        """Read the epoch's notes on its losses (the loop's one wait for the device per epoch):
+        after a non-finite loss, give the model back the weights the epoch started from and
+        stop with an error naming the first such step; otherwise step the learning-rate
+        schedules. (The optimizers and the weight average end with the run, so they are not
+        restored; the checkpoint of the last epoch holds them.)"""
+        bad = self.watch.first_non_finite()
+        if bad is not None:
+            group, step, value = bad
+            self.model.load_state_dict(self.finite_state)
+            raise NonFiniteLossError(
+                f"the {group} loss is {value} at epoch {state.epoch}, step {step}; no update of this epoch was kept "
+                f"(the model is back at its weights after epoch {state.epoch - 1}){_last_good(self.folder, state)}. "
+                "Try a smaller lr or clip_grad."
+            )
+        self.finite_state = None
         for scheduler in self.schedulers.values():
             scheduler.step()
 
@@ -718,7 +781,8 @@ def evaluate_loss(model, objective: Objective, data: torch.Tensor, batch_size: i
     over the ranks of a distributed run (each scores a contiguous part)."""
     part = data if ranks is None else data[ranks.share(len(data))]
     with evaluating(model, seed=None):
-        total = sum(objective.eval_loss(model, batch) * len(batch) for batch in _batches(part, batch_size))
+        total = float(sum(_detached(objective.eval_loss(model, batch)) * len(batch)
+                          for batch in _batches(part, batch_size)))
     return (total if ranks is None else ranks.sum(total)) / len(data)
 
 

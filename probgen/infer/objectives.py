@@ -5,6 +5,10 @@ and how one batch becomes updates; the loop owns everything else (device, seedin
 progress, history, checkpoints, the non-finite-loss guard). Variational objectives are
 Pyro ELBOs used through their ``differentiable_loss``; an adversarial objective plugs in
 through the same two methods.
+
+A training step never waits for the device: it returns its loss as a tensor, which the loop
+sums where it lives and reads back once per epoch, and the default ELBOs (:class:`TraceELBO`,
+:class:`MeanFieldELBO`) compute Pyro's estimators without reading any value back to the host.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from typing import Callable
 import pyro.infer
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.poutine.messenger import Messenger
 
 from ..checks import positive_int
 from .weights import trace_log_weights
 
-__all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "KLWarmup", "resolve_objective",
-           "parse_objective", "ObjectiveName", "OBJECTIVES"]
+__all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "TraceELBO", "MeanFieldELBO",
+           "KLWarmup", "resolve_objective", "parse_objective", "ObjectiveName", "OBJECTIVES"]
 
 # update(group, loss) checks the loss is finite, then back-propagates and steps that
 # group's optimizer. Objectives call it; they never touch optimizers themselves.
@@ -50,12 +56,15 @@ class Objective:
         """Named groups of trainable parameters, one optimizer each."""
         return {"model": [p for p in model.parameters() if p.requires_grad]}
 
-    def train_step(self, model, batch: torch.Tensor, update: Update) -> float:
-        """Update the parameters on one batch; return the loss in nats per data point."""
+    def train_step(self, model, batch: torch.Tensor, update: Update) -> torch.Tensor | float:
+        """Update the parameters on one batch; return the loss in nats per data point, best as a
+        detached 0-dim tensor on the model's device (the loop sums the steps' losses there and
+        reads them back once per epoch; a float works too, at the cost of a wait per step)."""
         raise NotImplementedError
 
-    def eval_loss(self, model, batch: torch.Tensor) -> float:
-        """The loss on one batch without updating anything, in nats per data point."""
+    def eval_loss(self, model, batch: torch.Tensor) -> torch.Tensor | float:
+        """The loss on one batch without updating anything, in nats per data point (a 0-dim
+        tensor or a float)."""
         raise NotImplementedError
 
 
@@ -75,11 +84,11 @@ class SVIObjective(Objective):
     def train_step(self, model, batch, update):
         loss = self.train_loss(model, batch)
         update("model", loss)
-        return loss.item()
+        return loss.detach()
 
     @torch.no_grad()
     def eval_loss(self, model, batch):
-        return self.loss(model, batch).item()
+        return self.loss(model, batch)
 
     def __repr__(self):
         return f"SVIObjective({type(self.elbo).__name__}(num_particles={self.elbo.num_particles}))"
@@ -218,14 +227,101 @@ class IWAE(DifferentiableELBO):
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
 
 
+class _ReadsNothingBack:
+    """The part :class:`TraceELBO` and :class:`MeanFieldELBO` share: ``differentiable_loss``
+    from the per-particle ``(loss, surrogate loss)`` pair, both tensors, with no value read back
+    to the host and no NaN hook (the loop watches the loss on the device)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = surrogate = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            particle_loss, particle_surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss, surrogate = loss + particle_loss, surrogate + particle_surrogate
+        loss, surrogate = torch.as_tensor(loss) / self.num_particles, torch.as_tensor(surrogate) / self.num_particles
+        # the estimate's value, the surrogate's gradient
+        return loss + (surrogate - surrogate.detach())
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+class TraceELBO(_ReadsNothingBack, pyro.infer.Trace_ELBO):
+    r"""Pyro's :class:`~pyro.infer.Trace_ELBO` whose ``differentiable_loss`` reads nothing back
+    from the device: the same estimate and the same gradient estimator (reparameterized sites
+    by the path derivative, the others by the score function weighted by the downstream
+    :math:`\log p - \log q` within their plates), without the per-site ``.item()`` and NaN
+    checks that make every step wait for a GPU. It is what the ``"elbo"`` objective builds;
+    ``loss`` and ``loss_and_grads`` return floats, so :class:`pyro.infer.SVI` takes it too.
+    """
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        estimate = surrogate = sum(site["log_prob_sum"] for site in _sample_sites(model_trace))
+        downstream = None  # log p - log q per plate, for the score-function terms
+        for site in _sample_sites(guide_trace):
+            _, score_function, entropy = site["score_parts"]
+            estimate = estimate - site["log_prob_sum"]
+            if not is_identically_zero(entropy):
+                surrogate = surrogate - entropy.sum()
+            if not is_identically_zero(score_function):
+                if downstream is None:
+                    downstream = _log_ratio_by_plate(model_trace, guide_trace)
+                surrogate = surrogate + (downstream.sum_to(site["cond_indep_stack"]) * score_function).sum()
+        return -torch.as_tensor(estimate).detach(), -torch.as_tensor(surrogate)
+
+
+class MeanFieldELBO(_ReadsNothingBack, pyro.infer.TraceMeanField_ELBO):
+    r"""Pyro's :class:`~pyro.infer.TraceMeanField_ELBO` (the KL of each latent site in closed
+    form where torch has it, the Monte Carlo term where not) whose ``differentiable_loss`` reads
+    nothing back from the device. It is what the ``"meanfield"`` objective builds; like Pyro's,
+    it assumes a mean-field guide with reparameterized sites.
+    """
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo = 0.0
+        for site in _sample_sites(model_trace):
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+                continue
+            posterior = guide_trace.nodes[site["name"]]
+            try:
+                kl = scale_and_mask(torch.distributions.kl_divergence(posterior["fn"], site["fn"]),
+                                    scale=posterior["scale"], mask=posterior["mask"])
+            except NotImplementedError:  # no closed form: log p(z) - log q(z) at the guide's draw
+                elbo = elbo + site["log_prob_sum"] - posterior["score_parts"].entropy_term.sum()
+            else:
+                elbo = elbo - (kl.sum() if torch.is_tensor(kl) else kl * posterior["fn"].batch_shape.numel())
+        for site in _sample_sites(guide_trace):
+            if site["name"] not in model_trace.nodes:  # an auxiliary site of the guide
+                elbo = elbo - site["score_parts"].entropy_term.sum()
+        elbo = torch.as_tensor(elbo)
+        return -elbo.detach(), -elbo
+
+
+def _sample_sites(trace):
+    return (site for site in trace.nodes.values() if site["type"] == "sample")
+
+
+def _log_ratio_by_plate(model_trace, guide_trace) -> MultiFrameTensor:
+    r""":math:`\log p - \log q` of every site, detached and kept by plate, so that a
+    non-reparameterized site's score function is weighted by the terms in its own plates only."""
+    stacks = get_plate_stacks(model_trace)
+    ratio = MultiFrameTensor()
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample":
+            term = site["log_prob"] if site["is_observed"] else site["log_prob"] - guide_trace.nodes[name]["log_prob"]
+            ratio.add((stacks[name], term.detach()))
+    return ratio
+
+
 def _elbo(num_particles=1):
-    return pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    return TraceELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
 
 
 def _meanfield(num_particles=1):
-    return pyro.infer.TraceMeanField_ELBO(
-        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
-    )
+    return MeanFieldELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -181,7 +181,7 @@ def test_packed_losses_score_groups_of_points(loss):
     real_scores = real.reshape(3, 4) @ d.w.detach() + 0.25
     fake_scores = fake.reshape(3, 4) @ d.w.detach() + 0.25
     expected = AdversarialLoss(loss).divergence_estimate(AdversarialLoss(loss).discriminator_loss(real_scores, fake_scores).item())
-    assert objective.eval_loss(model, real) == pytest.approx(expected, rel=1e-5)
+    assert float(objective.eval_loss(model, real)) == pytest.approx(expected, rel=1e-5)
     losses = {}
     objective.train_step(model, real, lambda group, value: losses.setdefault(group, value.item()))
     assert losses["generator"] == pytest.approx(AdversarialLoss(loss).generator_loss(fake_scores).item(), rel=1e-5)

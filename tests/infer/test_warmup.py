@@ -53,9 +53,9 @@ def test_validation_loss_is_the_full_negative_elbo(digits):
     warmup = KLWarmup(10)
     warmup.begin_epoch(1)
     pyro.set_rng_seed(0)
-    annealed = warmup.eval_loss(vae, digits.valid[:100])
+    annealed = float(warmup.eval_loss(vae, digits.valid[:100]))
     pyro.set_rng_seed(0)
-    full = resolve_objective(vae, "elbo").eval_loss(vae, digits.valid[:100])
+    full = float(resolve_objective(vae, "elbo").eval_loss(vae, digits.valid[:100]))
     assert annealed == pytest.approx(full, rel=1e-6)
 
 
