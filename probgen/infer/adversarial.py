@@ -266,6 +266,9 @@ class Adversarial(Objective):
         finally:
             model.train(training)
 
+    def modules(self):
+        return [self.discriminator] if self.discriminator is not None else []
+
     def _discriminator(self, model):
         d = self.discriminator if self.discriminator is not None else getattr(model, "discriminator", None)
         if not isinstance(d, torch.nn.Module):

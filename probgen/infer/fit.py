@@ -294,11 +294,14 @@ def fit(
         if checkpoint_dir is not None else None
 
     model.to(device)
+    for module in objective.modules():  # a discriminator of the objective's own trains beside the model
+        module.to(device)
     train = train.to(device, model.dtype)  # float64 (NumPy's) and float16 data take the model's dtype
     valid = valid.to(device, model.dtype) if valid is not None else None
     seed_everything(seed if ranks is None else rank_seed(seed, ranks.rank))
     if ranks is not None:
-        ranks.broadcast_module(model)  # every rank starts from rank 0's weights
+        for module in (model, *objective.modules()):
+            ranks.broadcast_module(module)  # every rank starts from rank 0's weights
     optimization = Optimization(model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad,
                                 ranks=ranks, track_grad_norms=log is not None)
     state = TrainingState(model, objective, {"train_loss": [], "valid_loss": [], "seconds": []},
@@ -510,6 +513,7 @@ class Optimization:
     def __init__(self, model, objective, optimizer, lr, optimizer_options, lr_schedule, ema, epochs, clip_grad, *,
                  ranks=None, track_grad_norms=False):
         self.model = model
+        self.modules = [model, *objective.modules()]  # what holds the weights being trained
         self.ranks = ranks
         self.batch_fraction = 1.0  # this rank's share of the current batch
         self.grad_norms = {} if track_grad_norms else None  # group -> [sum of norms, steps] this epoch
@@ -589,7 +593,8 @@ class Optimization:
     def begin_epoch(self) -> None:
         """Keep the weights every step of the epoch starts from: the last finite ones."""
         self.watch.clear()
-        self.finite_state = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+        self.finite_state = [{name: value.detach().clone() for name, value in module.state_dict().items()}
+                             for module in self.modules]
 
     def end_epoch(self, state: TrainingState) -> None:
         """Read the epoch's notes on its losses (the loop's one wait for the device per epoch):
@@ -600,7 +605,8 @@ class Optimization:
         bad = self.watch.first_non_finite()
         if bad is not None:
             group, step, value = bad
-            self.model.load_state_dict(self.finite_state)
+            for module, weights in zip(self.modules, self.finite_state):
+                module.load_state_dict(weights)
             raise NonFiniteLossError(
                 f"the {group} loss is {value} at epoch {state.epoch}, step {step}; no update of this epoch was kept "
                 f"(the model is back at its weights after epoch {state.epoch - 1}){_last_good(self.folder, state)}. "
@@ -645,6 +651,8 @@ class Optimization:
             snapshot["rng_ranks"] = self.ranks.gather_objects(snapshot["rng"])
         if self.average is not None:
             snapshot["ema"] = self.average.state_dict()
+        if len(self.modules) > 1:
+            snapshot["objective_modules"] = [module.state_dict() for module in self.modules[1:]]
         return snapshot
 
     def load(self, saved: dict, path: Path) -> None:
@@ -664,6 +672,12 @@ class Optimization:
                              f"trains {sorted(self.optimizers)}: resume with the same objective")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(saved["optimizers"][name])
+        extra = saved.get("objective_modules", [])
+        if len(extra) != len(self.modules) - 1:
+            raise ValueError(f"{path} holds the weights of {len(extra)} module(s) of the objective besides the model, "
+                             f"this call's objective trains {len(self.modules) - 1}: resume with the same objective")
+        for module, weights in zip(self.modules[1:], extra):
+            module.load_state_dict(weights)
         saved_schedulers = saved.get("schedulers", {})
         if set(saved_schedulers) != set(self.schedulers):
             raise ValueError(
@@ -751,7 +765,7 @@ class CheckpointFolder:
 SNAPSHOT_KEYS = ("model", "optimizers", "epoch", "history", "rng")
 _SNAPSHOT_TYPES = {"model": dict, "optimizers": dict, "schedulers": dict, "epoch": int, "history": dict,
                    "rng": dict, "seed": int, "batch_size": int, "world_size": int, "rng_ranks": list,
-                   "config": (dict, type(None)), "ema": dict}
+                   "config": (dict, type(None)), "ema": dict, "objective_modules": list}
 
 
 def _check_snapshot(state: dict, path: Path) -> None:

@@ -56,6 +56,12 @@ class Objective:
         """Named groups of trainable parameters, one optimizer each."""
         return {"model": [p for p in model.parameters() if p.requires_grad]}
 
+    def modules(self) -> list[torch.nn.Module]:
+        """Modules the objective trains besides the model's own (a discriminator passed to
+        :class:`~probgen.infer.Adversarial`): the loop moves them to the model's device, gives
+        every rank rank 0's weights, and saves them in checkpoints. The default has none."""
+        return []
+
     def train_step(self, model, batch: torch.Tensor, update: Update) -> torch.Tensor | float:
         """Update the parameters on one batch; return the loss in nats per data point, best as a
         detached 0-dim tensor on the model's device (the loop sums the steps' losses there and

@@ -114,9 +114,11 @@ def test_a_vae_decoder_trains_as_a_generator():
     encoder_before = [p.detach().clone() for p in vae.encoder.parameters()]
     data = pg.datasets.load("ring8").train[:256]
     pg.fit(vae, data, objective=objective, epochs=1, batch_size=64, progress=False)
-    assert any(not torch.equal(a, b) for a, b in zip(decoder_before, vae.decoder.parameters()))
+    assert any(not torch.equal(a, b.cpu()) for a, b in zip(decoder_before, vae.decoder.parameters()))
     # the encoder takes no part in generating, so it gets no gradient and does not move
-    assert all(torch.equal(a, b) for a, b in zip(encoder_before, vae.encoder.parameters()))
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(encoder_before, vae.encoder.parameters()))
+    # the objective's own discriminator went where the model trained
+    assert {p.device for p in critic.parameters()} == {vae.device}
 
 
 def test_adversarial_bad_input():
@@ -297,3 +299,23 @@ def test_the_divergence_estimate_picks_no_best_epoch(tmp_path):
         assert torch.equal(value, last[name]), name
     with pytest.raises(ValueError, match="patience needs a loss that ranks epochs"):
         pg.fit(gan, data.train[:512], data.valid[:128], epochs=3, patience=1, progress=False)
+
+
+def test_a_discriminator_of_the_objectives_own_is_checkpointed_and_resumed(tmp_path):
+    data = pg.datasets.load("ring8").train[:256]
+
+    def run(epochs, folder, resume=False):
+        torch.manual_seed(0)
+        vae = pg.VAE((2,), 2, likelihood="normal", hidden=(16,))
+        critic = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+        objective = pg.infer.Adversarial("hinge", discriminator=critic)
+        result = pg.fit(vae, data, objective=objective, epochs=epochs, batch_size=64, lr_schedule="constant", seed=2,
+                        checkpoint_dir=folder, resume=resume, progress=False)
+        return result, critic
+
+    whole, whole_critic = run(3, tmp_path / "whole")
+    run(1, tmp_path / "parts")
+    # the resumed run starts from a fresh critic: only the checkpoint can give it epoch 1's weights
+    resumed, resumed_critic = run(3, tmp_path / "parts", resume=True)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]
+    assert all(torch.equal(a, b) for a, b in zip(whole_critic.parameters(), resumed_critic.parameters()))

@@ -89,9 +89,9 @@ def test_gated_units_train_and_rebuild_from_a_checkpoint(digits, tmp_path):
     result = pg.fit(vae, digits.train[:300], epochs=2, objective="warmup:2", progress=False)
     assert result.history["train_loss"][1] < result.history["train_loss"][0]
     pg.save_model(vae, tmp_path / "gated.pt")
-    again = pg.load_model(tmp_path / "gated.pt")
-    x = digits.test[:5]
-    torch.testing.assert_close(again.decoder(torch.zeros(1, 4)), vae.decoder(torch.zeros(1, 4)))
+    again = pg.load_model(tmp_path / "gated.pt").to(vae.device)
+    x, z = digits.test[:5].to(vae.device), torch.zeros(1, 4, device=vae.device)
+    torch.testing.assert_close(again.decoder(z), vae.decoder(z))
     assert again.config["activation"] == "gated" and again.encoder(x).shape == vae.encoder(x).shape
 
 
