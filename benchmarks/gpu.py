@@ -26,7 +26,6 @@ Not measured here yet: the flow's and the GAN's step against a plain loop on the
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -38,9 +37,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import probgen as pg  # noqa: E402
-from vae_binarized_mnist import flow_part  # noqa: E402
-from vae_step import compiled_loss, plain_elbo_loss  # noqa: E402
+from vae_binarized_mnist import flow_part
+from vae_step import compiled_loss, plain_elbo_loss
+
+import probgen as pg
 
 PARTS = ("tests", "vae", "diffusion", "mnist")
 

@@ -501,7 +501,7 @@ class LossWatch:
         return group, step, loss
 
 
-def _last_good(folder: "CheckpointFolder | None", state: TrainingState) -> str:
+def _last_good(folder: CheckpointFolder | None, state: TrainingState) -> str:
     """The clause of an error message that names the last checkpoint written, if any."""
     return f"; the last good checkpoint is {folder.last}" if folder is not None and state.epoch > 1 else ""
 

@@ -56,7 +56,7 @@ def loss_and_grads(elbo, model, guide, params, x, seed=0):
 @pytest.mark.parametrize("num_particles", [1, 3])
 def test_trace_elbo_equals_pyros_in_value_and_gradient_with_score_function_terms(num_particles):
     mixed, x = Mixed(), torch.tensor([0.5, -1.0, 2.0, 0.3])
-    options = dict(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+    options = {"num_particles": num_particles, "vectorize_particles": num_particles > 1, "max_plate_nesting": 1}
     params = list(mixed.parameters())
     ours = loss_and_grads(TraceELBO(**options), mixed.model, mixed.guide, params, x)
     pyros = loss_and_grads(pyro.infer.Trace_ELBO(**options), mixed.model, mixed.guide, params, x)
