@@ -110,7 +110,10 @@ def test_pyro_svi_trains_with_them():
 
     pyro.clear_param_store()
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), TraceELBO())
-    losses = [svi.step(x) for _ in range(5)]
+    try:
+        losses = [svi.step(x) for _ in range(5)]
+    finally:
+        pyro.clear_param_store()  # the global store is shared by every later test
     assert all(isinstance(loss, float) for loss in losses)
     assert not torch.equal(mixed.w.detach(), before)
 
