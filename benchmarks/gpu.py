@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from vae_binarized_mnist import flow_part
-from vae_step import compiled_loss, plain_elbo_loss
+from vae_step import make_step
 
 import probgen as pg
 
@@ -82,18 +82,13 @@ def flow_vae(info):
 
 
 def plain_epoch(vae, train, batch_size, compiled: bool) -> float:
-    """Seconds of one epoch of the plain loop (eager or compiled loss) over ``train``."""
-    opt = torch.optim.Adam(vae.parameters(), lr=5e-4)
-    loss_fn = compiled_loss(True) if compiled else plain_elbo_loss
+    """Seconds of one epoch of vae_step.py's plain loop (eager or compiled loss) over ``train``."""
+    step = make_step("compiled" if compiled else "plain", vae, torch.optim.Adam(vae.parameters(), lr=5e-4))
     torch.cuda.synchronize()
     start = time.perf_counter()
     order = torch.randperm(len(train), device=train.device)
     for i in range(0, len(train), batch_size):
-        loss = loss_fn(vae, train[order[i : i + batch_size]])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss.item()  # a hand-written loop that logs its loss reads it back
+        step(train[order[i : i + batch_size]])
     torch.cuda.synchronize()
     return time.perf_counter() - start
 

@@ -30,8 +30,8 @@ from .weights import trace_log_weights
 __all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "TraceELBO", "MeanFieldELBO",
            "KLWarmup", "resolve_objective", "parse_objective", "ObjectiveName", "OBJECTIVES"]
 
-# update(group, loss) checks the loss is finite, then back-propagates and steps that
-# group's optimizer. Objectives call it; they never touch optimizers themselves.
+# update(group, loss) back-propagates, steps that group's optimizer and notes on the device
+# whether the loss was finite (the loop reads the notes once per epoch). Objectives call it; they never touch optimizers themselves.
 Update = Callable[[str, torch.Tensor], None]
 
 
@@ -149,7 +149,22 @@ class KLWarmup(SVIObjective):
         return f"KLWarmup(epochs={self.epochs}, elbo={type(self.elbo).__name__})"
 
 
-class DifferentiableELBO(pyro.infer.ELBO):
+class _FromDifferentiableLoss:
+    """``loss`` and ``loss_and_grads`` derived from ``differentiable_loss``, so that an ELBO
+    defined by it works in :class:`pyro.infer.SVI` too (both return floats)."""
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+class DifferentiableELBO(_FromDifferentiableLoss, pyro.infer.ELBO):
     """A Pyro ELBO defined by its ``differentiable_loss`` alone.
 
     Subclasses implement ``differentiable_loss(model, guide, *args)``; this base derives
@@ -165,15 +180,6 @@ class DifferentiableELBO(pyro.infer.ELBO):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         return model_trace, guide_trace
-
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return self.differentiable_loss(model, guide, *args, **kwargs).item()
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return loss.item()
 
 
 class TermsELBO(DifferentiableELBO):
@@ -233,7 +239,7 @@ class IWAE(DifferentiableELBO):
         return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
 
 
-class _ReadsNothingBack:
+class _ReadsNothingBack(_FromDifferentiableLoss):
     """The part :class:`TraceELBO` and :class:`MeanFieldELBO` share: ``differentiable_loss``
     from the per-particle ``(loss, surrogate loss)`` pair, both tensors, with no value read back
     to the host and no NaN hook (the loop watches the loss on the device)."""
@@ -246,12 +252,6 @@ class _ReadsNothingBack:
         loss, surrogate = torch.as_tensor(loss) / self.num_particles, torch.as_tensor(surrogate) / self.num_particles
         # the estimate's value, the surrogate's gradient
         return loss + (surrogate - surrogate.detach())
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
 
 
 class TraceELBO(_ReadsNothingBack, pyro.infer.Trace_ELBO):
