@@ -44,19 +44,21 @@ def plain_vdm_loss(network, x, num_levels, logsnr_min, logsnr_max):
     """Minus the continuous-time ELBO per data point, in plain PyTorch, for levels 0..K-1."""
     n, event_dims = len(x), tuple(range(1, x.dim()))
     y = x * (2.0 / (num_levels - 1)) - 1.0
-    t = 1.0 - (torch.rand((), dtype=torch.float64) + torch.arange(n, dtype=torch.float64) / n) % 1.0
+    device = x.device
+    t = 1.0 - (torch.rand((), dtype=torch.float64, device=device)
+               + torch.arange(n, dtype=torch.float64, device=device) / n) % 1.0
     logsnr = logsnr_max + (logsnr_min - logsnr_max) * t
     shape = (n,) + (1,) * (x.dim() - 1)
     alpha, sigma = torch.sigmoid(logsnr).sqrt().float().view(shape), torch.sigmoid(-logsnr).sqrt().float().view(shape)
     eps = torch.randn_like(y)
     eps_hat = network(alpha * y + sigma * eps, logsnr.float())
     diffusion = 0.5 * (logsnr_max - logsnr_min) * (eps - eps_hat).pow(2).sum(event_dims)
-    end = torch.tensor(logsnr_min, dtype=torch.float64)
+    end = torch.tensor(logsnr_min, dtype=torch.float64, device=device)
     prior = 0.5 * (torch.sigmoid(end) * (y.double().pow(2) - 1) - torch.nn.functional.logsigmoid(-end)).sum(event_dims)
-    start = torch.tensor(logsnr_max, dtype=torch.float64)
+    start = torch.tensor(logsnr_max, dtype=torch.float64, device=device)
     alpha0, sigma0 = torch.sigmoid(start).sqrt(), torch.sigmoid(-start).sqrt()
     z0 = alpha0.float() * y + sigma0.float() * torch.randn_like(y)
-    levels = torch.linspace(-1, 1, num_levels)
+    levels = torch.linspace(-1, 1, num_levels, device=device)
     logits = torch.log_softmax((z0.unsqueeze(-1) - alpha0.float() * levels).square() * float(-0.5 / sigma0**2), -1)
     reconstruction = logits.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).sum(event_dims)
     return (prior.float() + diffusion - reconstruction).mean()

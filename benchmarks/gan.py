@@ -114,7 +114,7 @@ def plain_epoch(gan, batches, loss, k, opt_g, opt_d):
     for real in batches:
         n = len(real)
         with torch.no_grad():
-            fakes = G(torch.randn(k * n, gan.latent_dim)).split(n)
+            fakes = G(torch.randn(k * n, gan.latent_dim, device=real.device)).split(n)
         for fake in fakes:
             if squash:
                 fake = (torch.tanh(fake) + 1) * ((squash - 1) / 2)
@@ -126,7 +126,7 @@ def plain_epoch(gan, batches, loss, k, opt_g, opt_d):
             opt_d.step()
         for p in D.parameters():
             p.requires_grad_(False)
-        fake = G(torch.randn(n, gan.latent_dim))
+        fake = G(torch.randn(n, gan.latent_dim, device=real.device))
         if squash:
             fake = (torch.tanh(fake) + 1) * ((squash - 1) / 2)
         loss_g = AdversarialLoss(loss).generator_loss(D(fake))

@@ -45,17 +45,28 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         check_ema(decay)
         self.decay = float(decay)
-        self.steps = 0
         self.names = [name for name, p in model.named_parameters() if p.is_floating_point()]
         self.params = [p for _, p in model.named_parameters() if p.is_floating_point()]
         self.average = [p.detach().clone() for p in self.params]
+        # the step count lives beside the weights and is updated in place, so that a training
+        # step recorded as a CUDA graph counts on every replay (probgen.infer.graphs)
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._steps = torch.zeros((), dtype=torch.float64, device=device)
+
+    @property
+    def steps(self) -> int:
+        """The number of updates so far (a read of the device)."""
+        return int(self._steps)
 
     @torch.no_grad()
     def update(self) -> None:
-        self.steps += 1
-        keep = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for a, p in zip(self.average, self.params):
-            a.lerp_(p, 1 - keep)
+        self._steps.add_(1)
+        keep = torch.clamp((1 + self._steps) / (10 + self._steps), max=self.decay)
+        for dtype in {a.dtype for a in self.average}:
+            weight = (1 - keep).to(dtype)
+            for a, p in zip(self.average, self.params):
+                if a.dtype == dtype:
+                    a.lerp_(p, weight)
 
     @torch.no_grad()
     def _swap(self) -> None:
@@ -98,7 +109,7 @@ class WeightAverage:
         them as the average and put the saved current weights back into the model."""
         if set(state["current"]) != set(self.names):
             raise ValueError("the saved weight average holds other parameters than this model")
-        self.steps = int(state["steps"])
+        self._steps.fill_(int(state["steps"]))
         for name, p, a in zip(self.names, self.params, self.average):
             a.copy_(p)
             p.copy_(state["current"][name])

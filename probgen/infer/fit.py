@@ -21,6 +21,7 @@ from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import Ranks, current, join, launched, rank_seed
+from .graphs import CapturedSteps, EagerSteps, check_cuda_graph, graph_obstacle, make_capturable, portable_optimizer_state
 from .logs import TensorBoardLog
 from .objectives import Objective, resolve_objective
 from .weights import evaluating, seed_everything
@@ -54,6 +55,10 @@ class FitResult:
     stopped_early: bool
     checkpoint_dir: Path | None = None
     loss_unit: str = "nats"
+    #: ``"captured"`` (the step ran as a recorded CUDA graph) or ``"eager"``
+    step_mode: str = "eager"
+    #: why the step ran eagerly (``None`` when it was recorded)
+    eager_reason: str | None = None
 
     def __repr__(self):
         return (
@@ -191,6 +196,7 @@ def fit(
     distributed="auto",
     log_dir: str | Path | None = None,
     log_every: int = 5,
+    cuda_graph="auto",
 ) -> FitResult:
     """Train any probgen model (or any object keeping the model protocol).
 
@@ -240,6 +246,12 @@ def fit(
     :param log_dir: write TensorBoard logs there (:mod:`probgen.infer.logs`): losses, learning
         rates, gradient norms, the per-term breakdown of the ELBO where the family has one,
         and samples every ``log_every`` epochs.
+    :param cuda_graph: on a CUDA device, record the whole training step (model and guide,
+        backward, every optimizer of the objective) once per batch size as a CUDA graph and
+        replay it per batch (:mod:`probgen.infer.graphs`). ``"auto"`` does so where the capture
+        checks pass and otherwise trains eagerly, saying why in one line (with ``progress``);
+        ``True`` raises the reason instead; ``False`` trains eagerly. The result's
+        ``step_mode`` and ``eager_reason`` say what happened. On the CPU every step is eager.
 
     ``batch_size``, ``lr``, ``optimizer_options``, ``lr_schedule`` and ``ema`` left as ``None`` take
     the model's ``fit_defaults`` where it has them (a GAN's Adam betas, say), else the
@@ -252,9 +264,11 @@ def fit(
     the ``param`` statements that only :class:`pyro.infer.SVI` reads (see
     :func:`probgen.models.pyro_params.param_sites_unread`).
 
-    Losses are nats per data point (the negative ELBO for SVI objectives). A NaN or
-    infinite loss raises :class:`NonFiniteLossError` naming the epoch and step before any
-    parameter is updated with it; checkpoints already written stay as they were.
+    Losses are nats per data point (the negative ELBO for SVI objectives). The loop reads the
+    device once per epoch: a NaN or infinite loss raises :class:`NonFiniteLossError` at the end
+    of its epoch, naming the epoch and step, after giving the model back the weights the epoch
+    started from; nothing of that epoch is saved, and checkpoints already written stay as they
+    were.
     """
     batch_size, lr, optimizer_options, lr_schedule, ema = _with_model_defaults(
         model, optimizer, batch_size=batch_size, lr=lr, optimizer_options=optimizer_options, lr_schedule=lr_schedule,
@@ -270,6 +284,7 @@ def fit(
     _check_options(model, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                    optimizer_options=optimizer_options, seed=seed, clip_grad=clip_grad, patience=patience,
                    restore_best=restore_best, resume=resume, progress=progress, callbacks=callbacks)
+    check_cuda_graph(cuda_graph)
     model.validate(train, "train")
     if valid is not None:
         model.validate(valid, "valid")
@@ -285,6 +300,9 @@ def fit(
                              "share: choose batch_size (and the data's length) so that every batch holds at least one "
                              "point per process")
         objective.check_batches(model, ranks.share_sizes(sizes))
+    obstacle = graph_obstacle(device, ranks is not None, optimizer) if cuda_graph is not False else "cuda_graph=False"
+    if cuda_graph is True and obstacle is not None:
+        raise ValueError(f"cuda_graph=True, but {obstacle}")
     callbacks = tuple(callbacks)
     positive_int(log_every, "log_every")
     log = TensorBoardLog(log_dir, log_every) if log_dir is not None and (ranks is None or ranks.is_main) else None
@@ -313,7 +331,14 @@ def fit(
             best_weights = folder.best_weights()
     state.rank_history()
 
-    update = optimization.updater(state, folder)
+    step = _Step(state, optimization, optimization.updater(folder))
+    if obstacle is None:
+        for opt in optimization.optimizers.values():
+            make_capturable(opt)
+        say = tqdm.write if progress and state.is_main else (lambda line: None)
+        steps = CapturedSteps(step, required=cuda_graph is True, say=say)
+    else:
+        steps = EagerSteps(step, obstacle)
     bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch",
                disable=not progress or not state.is_main,
                dynamic_ncols=True)
@@ -322,7 +347,7 @@ def fit(
             for callback in callbacks:
                 callback.on_epoch_start(state)
             began = time.perf_counter()
-            train_loss = _train_epoch(state, optimization, train, batch_size, seed, update)
+            train_loss = _train_epoch(state, optimization, train, batch_size, seed, steps)
             state.history["train_loss"].append(train_loss)
             if valid is not None:
                 with optimization.evaluation_weights():
@@ -350,7 +375,8 @@ def fit(
     else:
         optimization.leave_evaluation_weights()
     return FitResult(state.history, state.best_epoch, state.best_loss, state.epoch, state.stopped_early,
-                     folder.path if folder is not None else None, loss_unit=objective.loss_unit)
+                     folder.path if folder is not None else None, loss_unit=objective.loss_unit,
+                     step_mode=steps.mode, eager_reason=steps.reason)
 
 
 def _check_options(model, *, epochs, batch_size, lr, optimizer, optimizer_options, seed, clip_grad, patience,
@@ -382,24 +408,43 @@ def _check_options(model, *, epochs, batch_size, lr, optimizer, optimizer_option
                             f"got {callback!r}")
 
 
-def _train_epoch(state, optimization, train, batch_size, seed, update) -> float:
+def _train_epoch(state, optimization, train, batch_size, seed, steps) -> float:
     """One pass over ``train`` in the epoch's own order; the mean training loss. In a
     distributed run every rank walks the same order and trains on its share of each batch."""
     state.model.train()
     state.objective.begin_epoch(state.epoch)
     order = torch.Generator().manual_seed(seed * 1_000_003 + state.epoch)
-    ranks, total = state.ranks, 0.0
+    ranks = state.ranks
     optimization.begin_epoch()
     for state.step, batch in enumerate(_batches(train, batch_size, order), 1):
         if ranks is not None:
             share = batch[ranks.share(len(batch))]
             optimization.batch_fraction = len(share) / len(batch)
             batch = share
-        total = total + _detached(state.objective.train_step(state.model, batch, update)) * len(batch)
-        optimization.after_step()
-    optimization.end_epoch(state)  # the one read of the epoch's losses: stops on a non-finite one
-    total = float(total)
+        steps(batch)
+    optimization.end_epoch(state)  # the epoch's reads of the device: stops on a non-finite loss
+    total = float(optimization.total)
     return (total if ranks is None else ranks.sum(total)) / len(train)
+
+
+class _Step:
+    """One training step as the loop runs it, eagerly or recorded (:mod:`probgen.infer.graphs`):
+    everything it counts or sums (the step number of the loss notes, the epoch's loss total,
+    the weight average) is updated in place on the device, so that a replay updates it too."""
+
+    def __init__(self, state: "TrainingState", optimization: "Optimization", update):
+        self.state, self.optimization, self.update = state, optimization, update
+
+    def __call__(self, batch: torch.Tensor) -> None:
+        optimization = self.optimization
+        optimization.watch.tick()
+        loss = self.state.objective.train_step(self.state.model, batch, self.update)
+        optimization.total.add_(_detached(loss) * len(batch))
+        optimization.after_step()
+
+    def rewind(self) -> None:
+        """Undo the count of a step abandoned before it updated anything."""
+        self.optimization.watch.untick()
 
 
 def _detached(loss):
@@ -474,22 +519,35 @@ class Callback:
 class LossWatch:
     """The non-finite-loss guard of the loop, kept on the device: each update notes, per
     parameter group, the first step whose loss was not finite and that loss, without waiting
-    for the device; :meth:`first_non_finite` reads the notes back (once per epoch)."""
+    for the device; :meth:`first_non_finite` reads the notes back (once per epoch).
 
-    def __init__(self):
-        self.notes: dict[str, list[torch.Tensor]] = {}  # group -> [first bad step (0: none), its loss]
+    The step counter and the notes are device tensors updated in place, so that a training
+    step recorded as a CUDA graph counts and notes on every replay."""
+
+    def __init__(self, groups, device: torch.device):
+        self.step = torch.zeros((), dtype=torch.long, device=device)  # the step being taken, from 1
+        # group -> (first non-finite step, 0 for none; its loss)
+        self.notes = {group: (torch.zeros((), dtype=torch.long, device=device),
+                              torch.zeros((), dtype=torch.float64, device=device)) for group in groups}
 
     def clear(self) -> None:
-        self.notes.clear()
+        self.step.zero_()
+        for first, value in self.notes.values():
+            first.zero_()
+            value.zero_()
 
-    def note(self, group: str, loss: torch.Tensor, step: int) -> None:
-        loss = loss.detach()
-        note = self.notes.get(group)
-        if note is None:
-            note = self.notes[group] = [torch.zeros((), dtype=torch.long, device=loss.device), torch.zeros_like(loss)]
-        first = (note[0] == 0) & ~torch.isfinite(loss)
-        note[0] = torch.where(first, step, note[0])
-        note[1] = torch.where(first, loss, note[1])
+    def tick(self) -> None:
+        """A step begins."""
+        self.step.add_(1)
+
+    def untick(self) -> None:
+        self.step.sub_(1)
+
+    def note(self, group: str, loss: torch.Tensor) -> None:
+        first, value = self.notes[group]
+        bad = (first == 0) & ~torch.isfinite(loss.detach())
+        first.copy_(torch.where(bad, self.step, first))
+        value.copy_(torch.where(bad, loss.detach().to(value.dtype), value))
 
     def first_non_finite(self) -> tuple[str, int, float] | None:
         """``(group, step, loss)`` of the earliest non-finite loss noted, or ``None``."""
@@ -516,7 +574,6 @@ class Optimization:
         self.modules = [model, *objective.modules()]  # what holds the weights being trained
         self.ranks = ranks
         self.batch_fraction = 1.0  # this rank's share of the current batch
-        self.grad_norms = {} if track_grad_norms else None  # group -> [sum of norms, steps] this epoch
         self.groups = objective.parameter_groups(model)
         rates = lr if isinstance(lr, dict) else {name: lr for name in self.groups}
         missing, unknown = set(self.groups) - set(rates), set(rates) - set(self.groups)
@@ -533,11 +590,16 @@ class Optimization:
         }
         self.average = WeightAverage(model, ema) if ema else None  # 0 turns a model's default average off
         self.clip_grad = clip_grad
-        self.watch = LossWatch()
+        device = next(iter(self.groups.values()))[0].device
+        self.watch = LossWatch(self.groups, device)
+        self.total = torch.zeros((), dtype=torch.float64, device=device)  # the epoch's loss, summed over points
+        # group -> (sum of gradient norms, steps) this epoch, summed on the device
+        self.grad_norms = {group: torch.zeros(2, dtype=torch.float64, device=device) for group in self.groups} \
+            if track_grad_norms else None
         self.folder = None  # where checkpoints go, for messages (set by updater)
         self.finite_state = None  # the state at the start of the epoch, restored if the epoch goes non-finite
 
-    def updater(self, state: TrainingState, folder: "CheckpointFolder | None"):
+    def updater(self, folder: "CheckpointFolder | None"):
         """``update(group, loss)`` for the objective: back-propagate, step that group's
         optimizer, and note on the device whether the loss was finite (:meth:`end_epoch`
         reads the notes). Nothing in it waits for the device."""
@@ -549,15 +611,16 @@ class Optimization:
             loss.backward()
             if self.ranks is not None:  # the batch's loss and gradient, on every rank alike
                 loss = self.ranks.average_gradients(loss, self.groups[group], self.batch_fraction)
-            self.watch.note(group, loss, state.step)
+            self.watch.note(group, loss)
             params = self.groups[group]
             if self.clip_grad is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
             elif self.grad_norms is not None:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
             if self.grad_norms is not None:  # summed on the device: no host synchronisation per step
-                record = self.grad_norms.setdefault(group, [0.0, 0])
-                record[0], record[1] = record[0] + norm.detach(), record[1] + 1
+                record = self.grad_norms[group]
+                record[0].add_(norm.detach())
+                record[1].add_(1)
             opt.step()
 
         return update
@@ -590,6 +653,15 @@ class Optimization:
                     f"had a non-finite gradient); nothing of this epoch was saved{saved}. Try a smaller lr or clip_grad."
                 )
 
+    def take_grad_norms(self) -> dict[str, float]:
+        """Each group's mean gradient norm over the steps since the last call (for the logs)."""
+        means = {}
+        for group, record in (self.grad_norms or {}).items():
+            total, count = record.tolist()
+            means[group] = total / max(count, 1)
+            record.zero_()
+        return means
+
     def after_step(self) -> None:
         if self.average is not None:
             self.average.update()
@@ -597,6 +669,7 @@ class Optimization:
     def begin_epoch(self) -> None:
         """Keep the weights every step of the epoch starts from: the last finite ones."""
         self.watch.clear()
+        self.total.zero_()
         self.finite_state = [{name: value.detach().clone() for name, value in module.state_dict().items()}
                              for module in self.modules]
 
@@ -641,7 +714,7 @@ class Optimization:
             "format": CHECKPOINT_FORMAT,
             "config": self.model.config,
             "model": self.average.averaged_state_dict(self.model) if self.average is not None else self.model.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "optimizers": {name: portable_optimizer_state(opt) for name, opt in self.optimizers.items()},
             "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
             "epoch": state.epoch,
             "history": state.history,

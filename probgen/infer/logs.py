@@ -76,11 +76,9 @@ class TensorBoardLog:
                 write(f"loss/{name.removesuffix('_loss')}", values[-1], step)
         write("seconds_per_epoch", state.history["seconds"][-1], step)
         for group, opt in optimization.optimizers.items():
-            write(f"lr/{group}", opt.param_groups[0]["lr"], step)
-        for group, (total, count) in (optimization.grad_norms or {}).items():
-            write(f"grad_norm/{group}", float(total) / max(count, 1), step)
-        if optimization.grad_norms is not None:
-            optimization.grad_norms.clear()
+            write(f"lr/{group}", float(opt.param_groups[0]["lr"]), step)  # a tensor in a recorded step
+        for group, mean in optimization.take_grad_norms().items():
+            write(f"grad_norm/{group}", mean, step)
         model = state.model
         with own_random_state(), optimization.evaluation_weights():
             estimate = None

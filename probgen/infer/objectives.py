@@ -103,7 +103,7 @@ class SVIObjective(Objective):
 class _ScaleLatents(Messenger):
     """Multiplies the log-density of every unobserved sample site by ``factor``."""
 
-    def __init__(self, factor: float):
+    def __init__(self, factor: float | torch.Tensor):
         super().__init__()
         self.factor = factor
 
@@ -137,12 +137,17 @@ class KLWarmup(SVIObjective):
         super().__init__(elbo if elbo is not None else _elbo())
         self.epochs = epochs
         self.beta = 1.0 / epochs
+        self._beta = None  # beta as a tensor beside the model, updated in place (a recorded step reads it)
 
     def begin_epoch(self, epoch):
         self.beta = min(1.0, epoch / self.epochs)
+        if self._beta is not None:
+            self._beta.fill_(self.beta)
 
     def train_loss(self, model, batch):
-        scale = _ScaleLatents(self.beta)
+        if self._beta is None or self._beta.device != batch.device or self._beta.dtype != batch.dtype:
+            self._beta = torch.full((), self.beta, device=batch.device, dtype=batch.dtype)
+        scale = _ScaleLatents(self._beta)
         return self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch) / len(batch)
 
     def __repr__(self):
