@@ -188,7 +188,7 @@ def family_steps(device: torch.device) -> None:
                 step = plain(local, compiled)
                 timed_epoch(step, train, batch_size)  # the first epoch: allocation, compilation
                 plain_ms[compiled] = 1e3 * timed_epoch(step, train, batch_size) / steps
-            except Exception as error:  # a plain side torch.compile cannot take: say so, keep going
+            except RuntimeError as error:  # a plain side torch.compile cannot take: say so, keep going
                 print(f"  ({name}: the plain {'compiled' if compiled else 'eager'} side failed: "
                       f"{type(error).__name__}: {str(error).splitlines()[0][:120]})")
                 plain_ms[compiled] = float("nan")

@@ -21,7 +21,14 @@ from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import Ranks, current, join, launched, rank_seed
-from .graphs import CapturedSteps, EagerSteps, check_cuda_graph, graph_obstacle, make_capturable, portable_optimizer_state
+from .graphs import (
+    CapturedSteps,
+    EagerSteps,
+    check_cuda_graph,
+    graph_obstacle,
+    make_capturable,
+    portable_optimizer_state,
+)
 from .logs import TensorBoardLog
 from .objectives import Objective, resolve_objective
 from .weights import evaluating, seed_everything
@@ -432,7 +439,7 @@ class _Step:
     everything it counts or sums (the step number of the loss notes, the epoch's loss total,
     the weight average) is updated in place on the device, so that a replay updates it too."""
 
-    def __init__(self, state: "TrainingState", optimization: "Optimization", update):
+    def __init__(self, state: TrainingState, optimization: Optimization, update):
         self.state, self.optimization, self.update = state, optimization, update
 
     def __call__(self, batch: torch.Tensor) -> None:

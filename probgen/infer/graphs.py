@@ -37,8 +37,15 @@ import inspect
 
 import torch
 
-__all__ = ["CUDA_GRAPH_OPTIONS", "check_cuda_graph", "EagerSteps", "CapturedSteps", "graph_obstacle",
-           "make_capturable", "portable_optimizer_state"]
+__all__ = [
+    "CUDA_GRAPH_OPTIONS",
+    "CapturedSteps",
+    "EagerSteps",
+    "check_cuda_graph",
+    "graph_obstacle",
+    "make_capturable",
+    "portable_optimizer_state",
+]
 
 CUDA_GRAPH_OPTIONS = ("auto", True, False)
 

@@ -12,7 +12,12 @@ import torch
 
 import probgen as pg
 from probgen.infer import NonFiniteLossError
-from probgen.infer.graphs import CapturedSteps, graph_obstacle, make_capturable, portable_optimizer_state
+from probgen.infer.graphs import (
+    CapturedSteps,
+    graph_obstacle,
+    make_capturable,
+    portable_optimizer_state,
+)
 
 
 @pytest.fixture(scope="module")
