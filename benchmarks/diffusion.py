@@ -59,7 +59,7 @@ def plain_vdm_loss(network, x, num_levels, logsnr_min, logsnr_max):
     alpha0, sigma0 = torch.sigmoid(start).sqrt(), torch.sigmoid(-start).sqrt()
     z0 = alpha0.float() * y + sigma0.float() * torch.randn_like(y)
     levels = torch.linspace(-1, 1, num_levels, device=device)
-    logits = torch.log_softmax((z0.unsqueeze(-1) - alpha0.float() * levels).square() * float(-0.5 / sigma0**2), -1)
+    logits = torch.log_softmax((z0.unsqueeze(-1) - alpha0.float() * levels).square() * (-0.5 / sigma0**2).float(), -1)
     reconstruction = logits.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).sum(event_dims)
     return (prior.float() + diffusion - reconstruction).mean()
 

