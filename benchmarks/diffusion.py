@@ -40,6 +40,11 @@ from probgen.infer import SVIObjective, resolve_objective
 # -- 1. training step ----------------------------------------------------------------------
 
 
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def plain_vdm_loss(network, x, num_levels, logsnr_min, logsnr_max):
     """Minus the continuous-time ELBO per data point, in plain PyTorch, for levels 0..K-1."""
     n, event_dims = len(x), tuple(range(1, x.dim()))
@@ -64,9 +69,9 @@ def plain_vdm_loss(network, x, num_levels, logsnr_min, logsnr_max):
     return (prior.float() + diffusion - reconstruction).mean()
 
 
-def bench_train_step(event_shape, num_levels, batch_size, rounds, steps):
+def bench_train_step(event_shape, num_levels, batch_size, rounds, steps, device=torch.device("cpu")):
     torch.manual_seed(0)
-    diff = pg.Diffusion(pg.DataInfo(event_shape, "discrete", num_levels))
+    diff = pg.Diffusion(pg.DataInfo(event_shape, "discrete", num_levels)).to(device)
     network = copy.deepcopy(diff.network)
     lmin, lmax = diff.schedule.logsnr_min, diff.schedule.logsnr_max
     objective = resolve_objective(diff)
@@ -87,7 +92,7 @@ def bench_train_step(event_shape, num_levels, batch_size, rounds, steps):
         return loss.item()
 
     steppers = {"probgen": lambda x: objective.train_step(diff, x, update), "plain": plain_step}
-    batches = [torch.randint(0, num_levels, (batch_size, *event_shape)).float() for _ in range(steps)]
+    batches = [torch.randint(0, num_levels, (batch_size, *event_shape), device=device).float() for _ in range(steps)]
     # the same loss: both start from the same weights, so their first losses agree in distribution
     with torch.no_grad():
         torch.manual_seed(1)
@@ -100,9 +105,11 @@ def bench_train_step(event_shape, num_levels, batch_size, rounds, steps):
             step(x)  # warm-up
     for _ in range(rounds):
         for kind, step in steppers.items():
+            synchronize(device)
             start = time.perf_counter()
             for x in batches:
                 step(x)
+            synchronize(device)  # the work, not only its launch
             times[kind].append((time.perf_counter() - start) / len(batches))
     return {k: statistics.median(v) for k, v in times.items()}, (a, b)
 
@@ -163,7 +170,7 @@ def main():
         print(f"{'network':<28}{'batch':>7}{'probgen ms':>13}{'plain ms':>11}{'ratio':>8}{'loss pg/plain':>22}")
         for label, shape, levels, batch in (("U-Net, optdigits 8x8", (8, 8), 17, 128),
                                             ("MLP+embedding, 64 dims", (64,), 17, 128)):
-            t, (a, b) = bench_train_step(shape, levels, batch, args.rounds, args.steps)
+            t, (a, b) = bench_train_step(shape, levels, batch, args.rounds, args.steps, device)
             print(f"{label:<28}{batch:>7}{1e3 * t['probgen']:>13.2f}{1e3 * t['plain']:>11.2f}"
                   f"{t['probgen'] / t['plain']:>8.3f}{a:>11.1f} /{b:>8.1f}")
         print("target: ratio <= 1.10")

@@ -41,7 +41,7 @@ import probgen as pg
 from probgen.infer import resolve_objective
 
 
-def interleave(functions, rounds, warmup=2, reference="nflows", seed=0):
+def interleave(functions, rounds, warmup=2, reference="nflows", seed=0, device=torch.device("cpu")):
     """Median time of each function, and the median over rounds of each one's time divided
     by the reference's time in the same round. Every round runs each function once, in a
     fresh random order, so neither drifts in machine load nor a slot in the order favours
@@ -55,8 +55,12 @@ def interleave(functions, rounds, warmup=2, reference="nflows", seed=0):
         names = list(functions)
         order.shuffle(names)
         for name in names:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
             functions[name]()
+            if device.type == "cuda":  # the work, not only its launch
+                torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(values, times[reference])) for name, values in times.items()}
@@ -104,7 +108,11 @@ def bench(kind, args):
     model = pg.Flow((dim,), flow)  # the pg.fit path over the same transform
     objective = resolve_objective(model)
     zuko_flow, zuko_width = zuko_matching(kind, dim, args.layers, num_params(stack), args.bins)
-    x = torch.randn(args.batch, dim) * 0.8
+    device = torch.device(args.device)
+    model.to(device)  # the transform's modules are shared with native and wrapped
+    native.to(device)
+    zuko_flow.to(device)
+    x = torch.randn(args.batch, dim, device=device) * 0.8
 
     print(f"\n{kind.upper()}: D={dim}, {args.layers} steps, batch {args.batch}; parameters: "
           f"nflows/probgen {num_params(stack)}, zuko {num_params(zuko_flow)} (width {zuko_width} x 2)")
@@ -115,14 +123,14 @@ def bench(kind, args):
             "nflows": lambda: native.log_prob(x),
             "nflows again": lambda: native.log_prob(x),
             "zuko": lambda: zuko_flow().log_prob(x),
-        }, args.rounds)
+        }, args.rounds, device=device)
         sample_rounds = max(3, args.rounds // 3)  # autoregressive sampling costs D passes
         rows["sample"] = interleave({
             "probgen": lambda: wrapped().sample((args.batch,)),
             "nflows": lambda: native.sample(args.batch),
             "nflows again": lambda: native.sample(args.batch),
             "zuko": lambda: zuko_flow().sample((args.batch,)),
-        }, sample_rounds)
+        }, sample_rounds, device=device)
 
     def fit_step():
         def update(group, loss):  # what pg.fit's update does, minus the finite check
@@ -139,7 +147,7 @@ def bench(kind, args):
         "nflows again": train_step(lambda: -native.log_prob(x).mean(), stack.parameters()),
         "pg.fit step": fit_step,
         "zuko": train_step(lambda: -zuko_flow().log_prob(x).mean(), zuko_flow.parameters()),
-    }, args.rounds)
+    }, args.rounds, device=device)
 
     header = (f"{'operation':<12}{'nflows ms':>11}{'probgen ms':>12}{'ratio':>8}{'pg.fit ms':>11}{'ratio':>8}"
               f"{'zuko ms':>10}{'ratio':>8}{'control':>9}")
@@ -161,9 +169,10 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--kinds", nargs="+", default=["maf", "nsf"], choices=["maf", "nsf"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); {args.rounds} rounds (sampling: "
+    print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s); {args.rounds} rounds (sampling: "
           f"{max(3, args.rounds // 3)}), each timing every implementation once in a random order; times are "
           "medians, ratios are medians over rounds of the time over native nflows' time in the same round; "
           "'control' times the same nflows call twice per round: its distance from 1 is the noise")

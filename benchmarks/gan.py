@@ -139,6 +139,7 @@ def plain_epoch(gan, batches, loss, k, opt_g, opt_d):
 
 
 def timing(args):
+    device = torch.device(args.device)
     cases = [
         ("ring8", "MLP 3x256", dict(data=pg.DataInfo((2,)), latent_dim=2), 256),
         ("optdigits", "DCGAN", dict(data=pg.DataInfo((8, 8), "discrete", 17), latent_dim=16), 64),
@@ -150,20 +151,22 @@ def timing(args):
             torch.manual_seed(0)
             base = pg.GAN(loss=loss, r1_weight=0.0, **options)  # the plain loop has no R1 penalty
             k = base.discriminator_steps
-            batches = list(data.split(batch_size))
+            batches = list(data.to(device).split(batch_size))
 
             def run_probgen():
                 gan = copy.deepcopy(base)
                 start = time.perf_counter()
-                pg.fit(gan, data, epochs=1, batch_size=batch_size, lr=1e-4, progress=False)
+                pg.fit(gan, data, epochs=1, batch_size=batch_size, lr=1e-4, device=device, progress=False)
                 return (time.perf_counter() - start) / len(batches)
 
             def run_plain():
-                gan = copy.deepcopy(base)
+                gan = copy.deepcopy(base).to(device)
                 opt_g = torch.optim.Adam([p for n, p in gan.named_parameters() if not n.startswith("discriminator")], 1e-4)
                 opt_d = torch.optim.Adam(gan.discriminator.parameters(), 1e-4)
                 start = time.perf_counter()
                 plain_epoch(gan, batches, loss, k, opt_g, opt_d)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 return (time.perf_counter() - start) / len(batches)
 
             run_probgen(), run_plain()  # warm-up, not timed
@@ -173,7 +176,7 @@ def timing(args):
                     times[side].append(run_probgen() if side == "probgen" else run_plain())
             ours, plain = statistics.median(times["probgen"]), statistics.median(times["plain"])
             rows.append((data_name, nets, loss, k, batch_size, ours, plain))
-    print(f"\nTraining-step time, CPU, {torch.get_num_threads()} threads, median of {args.rounds} interleaved "
+    print(f"\nTraining-step time, {device}, {torch.get_num_threads()} threads, median of {args.rounds} interleaved "
           f"rounds (after a warm-up) of {args.steps} steps (one step = k discriminator updates + 1 generator update)")
     print(f"{'data':<10} {'nets':<10} {'loss':<14} {'k':>2} {'batch':>5} {'probgen ms':>11} {'plain ms':>9} {'ratio':>6}")
     for data_name, nets, loss, k, bs, ours, plain in rows:
@@ -243,6 +246,7 @@ def main():
     parser.add_argument("--gp-weight", type=float, default=10.0, help="lambda of the coverage runs' WGAN-GP penalty")
     parser.add_argument("--betas", default="0.5,0.999", help="Adam's betas in the coverage runs")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="the timing part's device: cpu or cuda")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latent-dim", type=int, default=10)
