@@ -6,6 +6,9 @@ Run on the GPU machine from the repository root (issue 18's figures):
     python benchmarks/gpu.py --root DATA          # DATA holds binarized_mnist.npz
     python benchmarks/gpu.py --root DATA --skip tests
 
+On the lent machine, which lacks Pyro, nflows and ArviZ, ``benchmarks/gpu_device.sh`` brings
+them as wheels and runs this script (``prepare`` here, ``run`` there).
+
 Parts (each can be skipped with ``--skip``):
 
 - ``tests``: ``pytest -n 8`` over the suite (``tests/test_docs.py`` left out: it needs Sphinx),
