@@ -21,14 +21,7 @@ from ..models import upgrade_config
 from .averaging import WeightAverage, check_ema
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import Ranks, current, join, launched, rank_seed
-from .graphs import (
-    CapturedSteps,
-    EagerSteps,
-    check_cuda_graph,
-    graph_obstacle,
-    make_capturable,
-    portable_optimizer_state,
-)
+from .graphs import CapturedSteps, EagerSteps, check_cuda_graph, graph_obstacle, portable_optimizer_state
 from .logs import TensorBoardLog
 from .objectives import Objective, resolve_objective
 from .weights import evaluating, seed_everything
@@ -340,10 +333,8 @@ def fit(
 
     step = _Step(state, optimization, optimization.updater(folder))
     if obstacle is None:
-        for opt in optimization.optimizers.values():
-            make_capturable(opt)
         say = tqdm.write if progress and state.is_main else (lambda line: None)
-        steps = CapturedSteps(step, required=cuda_graph is True, say=say)
+        steps = CapturedSteps(step, optimization.optimizers.values(), required=cuda_graph is True, say=say)
     else:
         steps = EagerSteps(step, obstacle)
     bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch",

@@ -34,6 +34,7 @@ instead; ``False`` trains eagerly. :attr:`probgen.infer.FitResult.step_mode` say
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import torch
 
@@ -45,6 +46,7 @@ __all__ = [
     "graph_obstacle",
     "make_capturable",
     "portable_optimizer_state",
+    "release_capturable",
 ]
 
 CUDA_GRAPH_OPTIONS = ("auto", True, False)
@@ -88,6 +90,20 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
                 state["step"] = state["step"].to(p.device, torch.float32)
 
 
+def release_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Undo :func:`make_capturable` for eager training: ``capturable=False``, numbers as rates
+    and the step counts on the host (a capturable step out of a graph costs time, and an eager
+    one with its counts on the device would read them back at every step)."""
+    for group in optimizer.param_groups:
+        group["capturable"] = False
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = float(group["lr"])
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].to("cpu", torch.float32)
+
+
 def portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     """``optimizer.state_dict()`` as a checkpoint keeps it: learning rates as numbers and
     ``capturable`` off, so that a run recorded on a GPU resumes anywhere (and records again on
@@ -120,12 +136,17 @@ class CapturedSteps:
 
     ``step(batch)`` must write everything it produces into tensors that outlive it and
     ``step.rewind()`` must undo the in-place counting of a step abandoned by the sync check
-    (the loop's step does both). ``required``: a failed check raises instead of falling back to
-    eager steps; ``say(line)`` reports a fall-back.
+    (the loop's step does both). The ``optimizers`` the step uses are made capturable
+    (:func:`make_capturable`), and given back their eager form if training falls back to eager
+    steps. ``required``: a failed check raises instead of falling back; ``say(line)`` reports a
+    fall-back.
     """
 
-    def __init__(self, step, *, required: bool, say=print):
+    def __init__(self, step, optimizers=(), *, required: bool, say=print):
         self.step = step
+        self.optimizers = list(optimizers)
+        for optimizer in self.optimizers:
+            make_capturable(optimizer)
         self.required = required
         self.say = say
         self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
@@ -162,7 +183,9 @@ class CapturedSteps:
         # eager warm-up steps run on a side stream, as recording does, so that the libraries'
         # per-stream state is set up where the graph will be recorded
         self.side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.side):
+        with torch.cuda.stream(self.side), warnings.catch_warnings():
+            # torch.optim warns that a capturable optimizer steps outside a graph: here it must
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
             self.step(batch)
         torch.cuda.current_stream().wait_stream(self.side)
 
@@ -203,4 +226,6 @@ class CapturedSteps:
             raise RuntimeError(f"cuda_graph=True, but {reason}. Train with cuda_graph='auto' or False, or "
                                "remove the host read from the step") from error
         self.reason = reason
+        for optimizer in self.optimizers:
+            release_capturable(optimizer)
         self.say(f"cuda_graph: training eagerly, because {reason}")

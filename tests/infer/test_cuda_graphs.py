@@ -17,6 +17,7 @@ from probgen.infer.graphs import (
     graph_obstacle,
     make_capturable,
     portable_optimizer_state,
+    release_capturable,
 )
 
 
@@ -80,6 +81,23 @@ def test_a_capturable_optimizer_is_saved_portably_and_its_schedule_moves_the_rat
     fresh.load_state_dict(saved)
     assert fresh.param_groups[0]["lr"] == pytest.approx(0.005)
     assert torch.equal(fresh.state[layer.weight]["exp_avg"], opt.state[layer.weight]["exp_avg"])
+
+
+def test_an_optimizer_released_for_eager_steps_holds_numbers_and_host_step_counts():
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.01)
+    layer(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    make_capturable(opt)
+    release_capturable(opt)
+    group = opt.param_groups[0]
+    # a rate held as a float32 tensor comes back rounded to float32, as the kernels used it
+    assert group["lr"] == pytest.approx(0.01, rel=1e-7) and not isinstance(group["lr"], torch.Tensor)
+    assert not group["capturable"]
+    assert opt.state[layer.weight]["step"].device.type == "cpu"
+    layer(torch.randn(4, 3)).sum().backward()
+    opt.step()  # an eager step as before
+    assert float(opt.state[layer.weight]["step"]) == 2
 
 
 # --- on a GPU --------------------------------------------------------------------------------
