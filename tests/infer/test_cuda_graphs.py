@@ -14,6 +14,7 @@ import probgen as pg
 from probgen.infer import NonFiniteLossError
 from probgen.infer.graphs import (
     CapturedSteps,
+    EagerSteps,
     graph_obstacle,
     make_capturable,
     portable_optimizer_state,
@@ -98,6 +99,73 @@ def test_an_optimizer_released_for_eager_steps_holds_numbers_and_host_step_count
     layer(torch.randn(4, 3)).sum().backward()
     opt.step()  # an eager step as before
     assert float(opt.state[layer.weight]["step"]) == 2
+
+
+def python_state(step) -> dict:
+    """What a recorded step could not change: every attribute of the loop's optimization and
+    loss notes, the weight average, the objective and the optimizers' groups and states, as
+    values (numbers, strings) or identities (tensors, other objects). A replay writes into the
+    tensors it was recorded with and runs no Python, so a step that rebinds a tensor or moves a
+    number would count, note or schedule differently under a graph."""
+    optimization, objective = step.optimization, step.state.objective
+    roots = {"watch": vars(optimization.watch), "objective": vars(objective),
+             "optimization": {k: v for k, v in vars(optimization).items() if k not in ("batch_fraction",)},
+             "notes": optimization.watch.notes, "grad_norms": optimization.grad_norms or {}}
+    if optimization.average is not None:
+        roots["average"] = vars(optimization.average)
+    for name, opt in optimization.optimizers.items():
+        for i, group in enumerate(opt.param_groups):
+            roots[f"{name} group {i}"] = {k: v for k, v in group.items() if k != "params"}
+        for i, state in enumerate(opt.state.values()):
+            roots[f"{name} state {i}"] = state
+
+    def seen(value):
+        if isinstance(value, (bool, int, float, str, type(None))):
+            return value
+        if isinstance(value, (list, tuple)):
+            return tuple(seen(v) for v in value)
+        return ("object", id(value))
+
+    return {f"{root}.{key}": seen(value) for root, values in roots.items() for key, value in values.items()}
+
+
+@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion", "gan",
+                                  "gan hinge"])
+def test_a_training_step_changes_tensors_in_place_and_no_python_state(digits, monkeypatch, name, tmp_path):
+    """The condition for recording a step as a CUDA graph, checked on the CPU for every family:
+    after the first steps (which create the optimizers' state), a step rebinds no tensor and
+    changes no number of the loop, the objective or the optimizers."""
+    model, objective, data = families(digits)[name]
+    snapshots = []
+    original = EagerSteps.__call__
+
+    def watched(self, batch):
+        before = python_state(self.step)
+        original(self, batch)
+        snapshots.append((before, python_state(self.step)))
+
+    monkeypatch.setattr(EagerSteps, "__call__", watched)
+    pg.fit(model, data, epochs=1, batch_size=32, objective=objective, device="cpu", progress=False,
+           log_dir=tmp_path / "logs")  # with logs: the gradient-norm sums too
+    assert len(snapshots) >= 6
+    for before, after in snapshots[3:]:
+        changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+        assert not changed, f"a step of {name} changed {sorted(changed)}"
+
+
+def test_the_warm_up_weight_reaches_the_step_as_one_tensor_that_each_epoch_updates(digits, monkeypatch):
+    """A recorded step reads the weight it was recorded with: the epoch's weight must arrive in
+    that same tensor (a Python number would stay at the recording epoch's value)."""
+    warmup, vae = pg.infer.KLWarmup(epochs=4), small_vae(digits)
+    seen = []
+    original = pg.infer.objectives._ScaleLatents.__init__
+    monkeypatch.setattr(pg.infer.objectives._ScaleLatents, "__init__",
+                        lambda self, factor: seen.append(factor) or original(self, factor))
+    for epoch in (1, 2, 3):
+        warmup.begin_epoch(epoch)
+        warmup.train_loss(vae, digits.train[:8])
+    assert all(isinstance(factor, torch.Tensor) and factor is seen[0] for factor in seen)
+    assert float(seen[0]) == 0.75  # the last epoch's weight, in the first step's tensor
 
 
 # --- on a GPU --------------------------------------------------------------------------------
