@@ -289,6 +289,15 @@ class Diffusion(GenerativeModel):
     # -- pieces -------------------------------------------------------------------------
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The denoiser's dtype, in which it takes data (a learned schedule keeps float64
+        weights of its own, so the model's first weight does not say it)."""
+        for tensor in self.network.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return super().dtype
+
+    @property
     def discrete(self) -> bool:
         """Whether the data are binary or :math:`K`-level (the decoder is categorical)."""
         return self._num_levels > 0

@@ -153,7 +153,8 @@ class LearnedSchedule(LogSNRSchedule):
 
     def forward(self, t):
         t = t.double()
-        ends = self._unnormalized(torch.tensor([0.0, 1.0], dtype=torch.float64, device=t.device))
+        # t = 0 and 1, made on t's device (a tensor from a list would be a copy from the host at every call)
+        ends = self._unnormalized(torch.arange(2, dtype=torch.float64, device=t.device))
         fraction = (self._unnormalized(t) - ends[0]) / (ends[1] - ends[0])
         return self.logsnr_max + (self.logsnr_min - self.logsnr_max) * fraction
 

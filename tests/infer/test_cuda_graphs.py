@@ -129,8 +129,8 @@ def python_state(step) -> dict:
     return {f"{root}.{key}": seen(value) for root, values in roots.items() for key, value in values.items()}
 
 
-@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion", "gan",
-                                  "gan hinge"])
+@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion",
+                                  "diffusion learned", "gan", "gan hinge"])
 def test_a_training_step_changes_tensors_in_place_and_no_python_state(digits, monkeypatch, name, tmp_path):
     """The condition for recording a step as a CUDA graph, checked on the CPU for every family:
     after the first steps (which create the optimizers' state), a step rebinds no tensor and
@@ -254,6 +254,7 @@ def families(digits):
         "hvae": (pg.HierarchicalVAE(digits.info, (4, 2), hidden=(16,)), None, digits.train[:200]),
         "flow": (pg.Flow(real, "maf", num_layers=2, hidden=16), None, torch.randn(200, 2)),
         "diffusion": (pg.Diffusion(real, num_steps=8), None, torch.randn(200, 2)),
+        "diffusion learned": (pg.Diffusion(real, schedule="learned"), None, torch.randn(200, 2)),
         "gan": (pg.GAN(real, 2, hidden=(16,), loss="wgan-gp"), None, torch.randn(200, 2)),
         "gan hinge": (pg.GAN(real, 2, hidden=(16,), loss="hinge"), None, torch.randn(200, 2)),
     }
@@ -261,8 +262,8 @@ def families(digits):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion", "gan",
-                                  "gan hinge"])
+@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion",
+                                  "diffusion learned", "gan", "gan hinge"])
 def test_every_family_records_its_step_and_replays_never_wait_for_the_host(digits, monkeypatch, name):
     model, objective, data = families(digits)[name]
     original = CapturedSteps.__call__

@@ -204,6 +204,17 @@ def test_learned_schedule_gets_gradients_in_discrete_time():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def test_a_learned_schedule_trains_through_fit_and_data_take_the_denoisers_dtype():
+    """The learned schedule's float64 weights come first among the model's; the data must
+    still take the denoiser's float32 (pg.fit casts them to ``model.dtype``)."""
+    torch.manual_seed(0)
+    diff = pg.Diffusion(pg.DataInfo((2,), "real"), schedule="learned")
+    assert diff.dtype == torch.float32 and next(diff.parameters()).dtype == torch.float64
+    run = pg.fit(diff, torch.randn(128, 2, dtype=torch.float64), epochs=2, batch_size=32, progress=False,
+                 device="cpu")
+    assert all(math.isfinite(v) for v in run.history["train_loss"])
+
+
 def test_continuous_time_learned_schedule_gets_the_gradient_of_the_squared_loss():
     """VDM's variance-minimizing update: the schedule's gradient from sum(L) under the
     estimator equals the plain gradient of sum(L^2); the denoiser's gradient is untouched."""
