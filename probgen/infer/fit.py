@@ -300,7 +300,8 @@ def fit(
                              "share: choose batch_size (and the data's length) so that every batch holds at least one "
                              "point per process")
         objective.check_batches(model, ranks.share_sizes(sizes))
-    obstacle = graph_obstacle(device, ranks is not None, optimizer) if cuda_graph is not False else "cuda_graph=False"
+    obstacle = graph_obstacle(device, ranks is not None, optimizer, objective) if cuda_graph is not False \
+        else "cuda_graph=False"
     if cuda_graph is True and obstacle is not None:
         raise ValueError(f"cuda_graph=True, but {obstacle}")
     callbacks = tuple(callbacks)

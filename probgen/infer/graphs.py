@@ -62,7 +62,7 @@ def check_cuda_graph(value) -> None:
         raise ValueError(f"cuda_graph must be 'auto', True or False, got {value!r}")
 
 
-def graph_obstacle(device: torch.device, distributed: bool, optimizer: type) -> str | None:
+def graph_obstacle(device: torch.device, distributed: bool, optimizer: type, objective=None) -> str | None:
     """Why the step cannot be recorded before any step runs, or ``None`` when nothing stands in
     the way so far (the sync check and the capture itself come at the first steps)."""
     if device.type != "cuda":
@@ -72,6 +72,9 @@ def graph_obstacle(device: torch.device, distributed: bool, optimizer: type) -> 
     if "capturable" not in inspect.signature(optimizer).parameters:
         return (f"{optimizer.__module__}.{optimizer.__qualname__} has no capturable option (its step would read its "
                 "state on the host); Adam, AdamW and most of torch.optim's adaptive optimizers have one")
+    if objective is not None and not objective.recordable():
+        return (f"{type(objective).__name__} changes in Python between epochs (begin_epoch) and does not say that a "
+                "recorded step would follow it (Objective.recordable)")
     return None
 
 

@@ -48,6 +48,15 @@ class Objective:
         """Called by the loop before each training epoch (1-based, also after a resume), for
         objectives whose form changes with training time; the default does nothing."""
 
+    def recordable(self) -> bool:
+        """Whether a training step may be recorded once as a CUDA graph and replayed
+        (:mod:`probgen.infer.graphs`): a replay runs no Python, so whatever the objective changes
+        between steps or epochs must live in tensors it updates in place. The default says yes
+        unless the class changes itself in :meth:`begin_epoch` (a Python number set there would
+        keep its recording epoch's value); such a class says yes once its changing values are
+        tensors, as :class:`KLWarmup` does."""
+        return type(self).begin_epoch is Objective.begin_epoch
+
     def check_batches(self, model, sizes: set[int]) -> None:
         """Called by the loop before any work with the sizes of the batches it will pass, so
         an objective that cannot take some size says so up front; the default takes any."""
@@ -143,6 +152,9 @@ class KLWarmup(SVIObjective):
         self.beta = min(1.0, epoch / self.epochs)
         if self._beta is not None:
             self._beta.fill_(self.beta)
+
+    def recordable(self) -> bool:
+        return True  # the step reads beta from one tensor that begin_epoch updates in place
 
     def train_loss(self, model, batch):
         if self._beta is None or self._beta.device != batch.device or self._beta.dtype != batch.dtype:

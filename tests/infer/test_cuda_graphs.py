@@ -63,6 +63,19 @@ def test_the_obstacles_to_recording_are_named():
     assert "trains on cpu" in graph_obstacle(torch.device("cpu"), False, torch.optim.Adam)
 
 
+def test_an_objective_that_changes_in_python_between_epochs_is_not_recorded():
+    class Annealed(pg.infer.SVIObjective):  # a temperature set per epoch, in Python
+        def begin_epoch(self, epoch):
+            self.temperature = 1.0 / epoch
+
+    cuda = torch.device("cuda")
+    annealed = Annealed(pg.infer.parse_objective("elbo"))
+    assert "Annealed changes in Python between epochs" in graph_obstacle(cuda, False, torch.optim.Adam, annealed)
+    svi = [pg.infer.SVIObjective(pg.infer.parse_objective(name)) for name in ("elbo", "iwae", "terms")]
+    for recordable in (*svi, pg.infer.KLWarmup(5), pg.infer.Adversarial("hinge")):
+        assert graph_obstacle(cuda, False, torch.optim.Adam, recordable) is None
+
+
 def test_a_capturable_optimizer_is_saved_portably_and_its_schedule_moves_the_rate_in_place():
     layer = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(layer.parameters(), lr=0.01)
