@@ -26,8 +26,9 @@ What makes the recorded step the same step:
   ``torch.cuda.set_sync_debug_mode("error")``, which names any such read.
 
 ``cuda_graph="auto"`` (the default) records where the checks pass (a CUDA device, one process,
-an optimizer with a ``capturable`` option, a step that never waits for the host, a capture that
-succeeds) and otherwise trains eagerly, saying why in one line; ``True`` raises the reason
+an optimizer with a ``capturable`` option, an objective that changes nothing in Python between
+epochs (:meth:`~probgen.infer.Objective.recordable`), a step that never waits for the host, a
+capture that succeeds) and otherwise trains eagerly, saying why in one line; ``True`` raises the reason
 instead; ``False`` trains eagerly. :attr:`probgen.infer.FitResult.step_mode` says which it did.
 """
 
