@@ -333,11 +333,13 @@ def fit(
     state.rank_history()
 
     step = _Step(state, optimization, optimization.updater(folder))
+    say = tqdm.write if progress and state.is_main else (lambda line: None)
     if obstacle is None:
-        say = tqdm.write if progress and state.is_main else (lambda line: None)
         steps = CapturedSteps(step, optimization.optimizers.values(), required=cuda_graph is True, say=say)
     else:
         steps = EagerSteps(step, obstacle)
+        if cuda_graph == "auto" and device.type == "cuda":  # on a CPU there is nothing to record
+            say(f"cuda_graph: training eagerly, because {obstacle}")
     bar = tqdm(total=epochs, initial=state.epoch, desc=f"fit {model.family}", unit="epoch",
                disable=not progress or not state.is_main,
                dynamic_ncols=True)
