@@ -339,6 +339,10 @@ def test_auto_trains_eagerly_and_says_why_when_the_step_reads_a_value_back(digit
     run = pg.fit(small_vae(digits), digits.train[:256], epochs=1, batch_size=32, device="cuda", objective=elbo)
     assert run.step_mode == "eager" and "waits for the host" in run.eager_reason
     assert "cuda_graph: training eagerly, because the training step waits for the host" in capsys.readouterr().out
+    run = pg.fit(small_vae(digits), digits.train[:256], epochs=1, batch_size=32, device="cuda",
+                 optimizer=torch.optim.SGD)
+    assert run.step_mode == "eager" and "SGD has no capturable option" in run.eager_reason
+    assert "cuda_graph: training eagerly, because torch.optim.sgd.SGD has no capturable" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="cuda_graph=True, but the training step waits for the host"):
         pg.fit(small_vae(digits), digits.train[:256], epochs=1, batch_size=32, device="cuda", objective=elbo,
                cuda_graph=True, progress=False)
