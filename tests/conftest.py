@@ -66,3 +66,27 @@ class PPCA:
 @pytest.fixture
 def ppca() -> PPCA:
     return PPCA()
+
+
+def training_cases(digits) -> dict:
+    """One small model per family and objective the loop trains, fresh on each call:
+    name -> (model, objective for ``pg.fit``, training data)."""
+    real = pg.DataInfo((2,), "real")
+    torch.manual_seed(0)
+    return {
+        "vae": (pg.VAE(digits.info, 4, hidden=(16,)), None, digits.train[:200]),
+        "vae warmup": (pg.VAE(digits.info, 4, hidden=(16,)), "warmup:3", digits.train[:200]),
+        "vae meanfield": (pg.VAE(digits.info, 4, hidden=(16,)), "meanfield", digits.train[:200]),
+        "vae iwae": (pg.VAE(digits.info, 4, hidden=(16,)), "iwae:4", digits.train[:200]),
+        "hvae": (pg.HierarchicalVAE(digits.info, (4, 2), hidden=(16,)), None, digits.train[:200]),
+        "flow": (pg.Flow(real, "maf", num_layers=2, hidden=16), None, torch.randn(200, 2)),
+        "diffusion": (pg.Diffusion(real, num_steps=8), None, torch.randn(200, 2)),
+        "diffusion learned": (pg.Diffusion(real, schedule="learned"), None, torch.randn(200, 2)),
+        "gan": (pg.GAN(real, 2, hidden=(16,), loss="wgan-gp"), None, torch.randn(200, 2)),
+        "gan hinge": (pg.GAN(real, 2, hidden=(16,), loss="hinge"), None, torch.randn(200, 2)),
+    }
+
+
+#: the names of :func:`training_cases`, for parametrizing
+TRAINING_CASES = ("vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion", "diffusion learned",
+                  "gan", "gan hinge")

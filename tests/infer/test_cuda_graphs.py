@@ -20,6 +20,7 @@ from probgen.infer.graphs import (
     portable_optimizer_state,
     release_capturable,
 )
+from tests.conftest import TRAINING_CASES, training_cases
 
 
 @pytest.fixture(scope="module")
@@ -142,13 +143,12 @@ def python_state(step) -> dict:
     return {f"{root}.{key}": seen(value) for root, values in roots.items() for key, value in values.items()}
 
 
-@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion",
-                                  "diffusion learned", "gan", "gan hinge"])
+@pytest.mark.parametrize("name", TRAINING_CASES)
 def test_a_training_step_changes_tensors_in_place_and_no_python_state(digits, monkeypatch, name, tmp_path):
     """The condition for recording a step as a CUDA graph, checked on the CPU for every family:
     after the first steps (which create the optimizers' state), a step rebinds no tensor and
     changes no number of the loop, the objective or the optimizers."""
-    model, objective, data = families(digits)[name]
+    model, objective, data = training_cases(digits)[name]
     snapshots = []
     original = EagerSteps.__call__
 
@@ -256,29 +256,11 @@ def test_training_under_graphs_reaches_the_eager_validation_loss(digits):
     assert losses[True] == pytest.approx(losses[False], rel=0.01)
 
 
-def families(digits):
-    real = pg.DataInfo((2,), "real")
-    torch.manual_seed(0)
-    return {
-        "vae": (pg.VAE(digits.info, 4, hidden=(16,)), None, digits.train[:200]),
-        "vae warmup": (pg.VAE(digits.info, 4, hidden=(16,)), "warmup:3", digits.train[:200]),
-        "vae meanfield": (pg.VAE(digits.info, 4, hidden=(16,)), "meanfield", digits.train[:200]),
-        "vae iwae": (pg.VAE(digits.info, 4, hidden=(16,)), "iwae:4", digits.train[:200]),
-        "hvae": (pg.HierarchicalVAE(digits.info, (4, 2), hidden=(16,)), None, digits.train[:200]),
-        "flow": (pg.Flow(real, "maf", num_layers=2, hidden=16), None, torch.randn(200, 2)),
-        "diffusion": (pg.Diffusion(real, num_steps=8), None, torch.randn(200, 2)),
-        "diffusion learned": (pg.Diffusion(real, schedule="learned"), None, torch.randn(200, 2)),
-        "gan": (pg.GAN(real, 2, hidden=(16,), loss="wgan-gp"), None, torch.randn(200, 2)),
-        "gan hinge": (pg.GAN(real, 2, hidden=(16,), loss="hinge"), None, torch.randn(200, 2)),
-    }
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["vae", "vae warmup", "vae meanfield", "vae iwae", "hvae", "flow", "diffusion",
-                                  "diffusion learned", "gan", "gan hinge"])
+@pytest.mark.parametrize("name", TRAINING_CASES)
 def test_every_family_records_its_step_and_replays_never_wait_for_the_host(digits, monkeypatch, name):
-    model, objective, data = families(digits)[name]
+    model, objective, data = training_cases(digits)[name]
     original = CapturedSteps.__call__
 
     def strict(self, batch):  # every replay under the sync check

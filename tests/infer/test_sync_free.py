@@ -15,6 +15,7 @@ from torch import nn
 
 import probgen as pg
 from probgen.infer import MeanFieldELBO, NonFiniteLossError, TraceELBO
+from tests.conftest import TRAINING_CASES, training_cases
 
 fit_module = sys.modules["probgen.infer.fit"]
 
@@ -139,23 +140,9 @@ def no_host_reads(monkeypatch):
         yield
 
 
-def models(digits):
-    real = pg.DataInfo((2,), "real")
-    torch.manual_seed(0)
-    return {
-        "vae elbo": (pg.VAE(digits.info, 4, hidden=(16,)), "elbo", digits.train[:96]),
-        "vae meanfield": (pg.VAE(digits.info, 4, hidden=(16,)), "meanfield", digits.train[:96]),
-        "vae warmup": (pg.VAE(digits.info, 4, hidden=(16,)), "warmup:3", digits.train[:96]),
-        "hvae": (pg.HierarchicalVAE(digits.info, (4, 2), hidden=(16,)), None, digits.train[:96]),
-        "flow": (pg.Flow(real, "maf", num_layers=2, hidden=16), None, torch.randn(96, 2)),
-        "diffusion": (pg.Diffusion(real, num_steps=8), None, torch.randn(96, 2)),
-        "gan": (pg.GAN(real, 2, hidden=(16,), loss="wgan-gp"), None, torch.randn(96, 2)),
-    }
-
-
-@pytest.mark.parametrize("name", ["vae elbo", "vae meanfield", "vae warmup", "hvae", "flow", "diffusion", "gan"])
+@pytest.mark.parametrize("name", TRAINING_CASES)
 def test_no_training_step_reads_a_value_back_to_the_host(digits, monkeypatch, name):
-    model, objective, data = models(digits)[name]
+    model, objective, data = training_cases(digits)[name]
     base = type(pg.infer.resolve_objective(model, objective))
     strict = pg.infer.resolve_objective(model, objective)
 
