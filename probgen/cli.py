@@ -90,9 +90,10 @@ def _family_arguments(parser):
     parser.add_argument("--top-down-path", action="store_true",
                         help="HVAE: a deterministic top-down path, so that each layer's prior and the decoder read "
                              "every layer above (the LVAE/NVAE form; default: the Markov chain)")
-    parser.add_argument("--merge", default="precision", choices=["precision", "concat"],
-                        help="HVAE, top-down guide: the ladder's precision-weighted merge with the prior, or one head "
-                             "reading the data's features and the state above (Tomczak & Welling's q(z1 | x, z2))")
+    parser.add_argument("--merge", default=None, choices=["precision", "concat"],
+                        help="HVAE, top-down guide: one head reading the data's features and the state above (concat, "
+                             "the default: Tomczak & Welling's q(z1 | x, z2)), or the ladder's precision-weighted merge "
+                             "with the prior")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--pack", type=int, default=1,

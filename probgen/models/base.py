@@ -89,9 +89,12 @@ def build_model(config: dict) -> "GenerativeModel":
 
 def upgrade_config(config: dict) -> dict:
     """A config written before models took the data's description (``"event_shape"`` and
-    per-family support options instead of ``"data"``), rewritten in today's form; a
-    current config is returned as it is."""
+    per-family support options instead of ``"data"``), or a hierarchical VAE's written before
+    it had a ``"merge"`` (whose top-down guide had the ladder merge), rewritten in today's
+    form; a current config is returned as it is."""
     config = dict(config)
+    if config.get("family") == "hvae" and "merge" not in config:
+        config["merge"] = "precision"  # written before merge existed: the top-down guide had the ladder merge only
     if "data" in config or "event_shape" not in config:
         return config
     shape = list(config.pop("event_shape"))

@@ -230,6 +230,18 @@ def test_both_guides_train(digits, inference, top_down_path):
     assert losses[-1] < losses[0] - 2, losses
 
 
+def test_the_top_down_guide_defaults_to_the_concat_merge_and_an_old_config_keeps_the_ladder():
+    """The measured default (benchmarks/hvae_optdigits.py): the top-down guide's posterior
+    steps read both sides in one head; a checkpoint config written before ``merge`` existed
+    rebuilds the ladder merge it was trained with."""
+    assert small_hvae("top-down").merge.value == "concat"
+    assert isinstance(small_hvae("top-down").posteriors[0], StatePosterior)
+    assert isinstance(small_hvae("top-down", merge="precision").posteriors[0], LadderMerge)
+    old = dict(small_hvae("top-down", merge="precision").config)
+    del old["merge"]
+    assert pg.models.build_model(old).merge.value == "precision"
+
+
 @pytest.mark.parametrize("top_down_path", PATH)
 def test_the_concat_merge_trains_and_round_trips(digits, tmp_path, top_down_path):
     """merge="concat": q(z_l | x, z_{>l}) read by one head from d_l and the state above, as

@@ -90,6 +90,8 @@ class Oracle:
         decoder.bias.data.copy_(self.b)
         decoder.requires_grad_(False)
         options.setdefault("hidden", (32, 32))
+        if inference == "top-down":  # the ladder merge, whose family holds the exact posterior
+            options.setdefault("merge", "precision")
         if self.skip:
             options.update(top_down_path=True, path=[StackLayers(), StackLayers()])
             if inference == "top-down":  # the data's Gaussian for z1 reads h2 = z2, 3 wide
