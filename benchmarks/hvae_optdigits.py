@@ -36,11 +36,11 @@ CONFIGS = {
 }
 
 
-def run(name, data, epochs, seed, num_samples):
+def run(name, data, epochs, seed, num_samples, device):
     torch.manual_seed(seed)
     model = CONFIGS[name](data.info)
     began = time.perf_counter()
-    pg.fit(model, data.train, data.valid, epochs=epochs, seed=seed, progress=False)
+    pg.fit(model, data.train, data.valid, epochs=epochs, seed=seed, progress=False, device=device)
     seconds = (time.perf_counter() - began) / epochs
     iwae = pg.log_likelihood(model, data.test, method="iwae", num_samples=num_samples, seed=seed)
     elbo = pg.log_likelihood(model, data.test, method="elbo", num_samples=1, seed=seed)
@@ -55,16 +55,17 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=100, help="k of the IWAE bound")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = pg.datasets.load("optdigits")
-    print(f"torch {torch.__version__}, {args.threads} thread(s); optdigits: {len(data.train)} train, "
+    print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s); optdigits: {len(data.train)} train, "
           f"{len(data.test)} test digits; IWAE k={args.num_samples}; seeds 0..{args.seeds - 1}")
     for epochs in args.budgets:
         print(f"\n{epochs} epochs")
         print(f"{'model':<32}{'bits/dim (mean ± sd)':>22}{'KL z2':>8}{'KL z1':>8}{'active z2, z1':>15}{'s/epoch':>9}")
         for name in CONFIGS:
-            runs = [run(name, data, epochs, seed, args.num_samples) for seed in range(args.seeds)]
+            runs = [run(name, data, epochs, seed, args.num_samples, args.device) for seed in range(args.seeds)]
             bits = [r[0] for r in runs]
             kl = {term: statistics.mean(r[1][term] for r in runs) for term in runs[0][1]}
             active = {layer: statistics.mean(r[2][layer] for r in runs) for layer in runs[0][2]}
