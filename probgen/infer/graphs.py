@@ -155,17 +155,22 @@ class CapturedSteps:
         self.say = say
         self.graphs: dict[torch.Size, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.eager_steps: dict[torch.Size, int] = {}
-        self.reason: str | None = None  # set when training fell back to eager steps
+        self.gave_up: str | None = None  # why training fell back to eager steps
         self.side = torch.cuda.Stream()
 
     @property
     def mode(self) -> str:
-        if self.reason is not None:
-            return "eager"
-        return "captured" if self.graphs else "eager"
+        return "captured" if self.gave_up is None and self.graphs else "eager"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the steps ran eagerly, or ``None`` when they were recorded."""
+        if self.gave_up is None and not self.graphs:
+            return f"no batch size came to more than {WARMUP_STEPS} steps (the eager steps before recording)"
+        return self.gave_up
 
     def __call__(self, batch: torch.Tensor) -> None:
-        if self.reason is not None:
+        if self.gave_up is not None:
             self.step(batch)
             return
         recorded = self.graphs.get(batch.shape)
@@ -229,7 +234,7 @@ class CapturedSteps:
         if self.required:
             raise RuntimeError(f"cuda_graph=True, but {reason}. Train with cuda_graph='auto' or False, or "
                                "remove the host read from the step") from error
-        self.reason = reason
+        self.gave_up = reason
         for optimizer in self.optimizers:
             release_capturable(optimizer)
         self.say(f"cuda_graph: training eagerly, because {reason}")

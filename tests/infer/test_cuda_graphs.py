@@ -316,6 +316,13 @@ def test_a_run_recorded_on_the_gpu_resumes_on_the_cpu_and_records_again_on_the_g
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_run_too_short_to_record_says_so(digits):
+    run = pg.fit(small_vae(digits), digits.train[:96], epochs=1, batch_size=32, device="cuda", progress=False)
+    assert run.step_mode == "eager" and "no batch size came to more than 3 steps" in run.eager_reason
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_auto_trains_eagerly_and_says_why_when_the_step_reads_a_value_back(digits, capsys):
     elbo = pg.infer.SVIObjective(__import__("pyro").infer.Trace_ELBO())  # Pyro's: an .item() per site
     run = pg.fit(small_vae(digits), digits.train[:256], epochs=1, batch_size=32, device="cuda", objective=elbo)
