@@ -45,6 +45,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
+import gc
 import os
 
 import torch
@@ -204,6 +205,13 @@ def join(device: torch.device) -> Ranks:
 
 
 def _leave() -> None:
-    """Destroy the process group :func:`join` created, unless the script destroyed it already."""
+    """Destroy the process group :func:`join` created, unless the script destroyed it already.
+
+    Garbage is collected before and after, so that nothing left in a reference cycle (a caught
+    error's traceback, a trace) keeps the group, and with it its worker threads, alive into the
+    interpreter's shutdown, where the group's destructor would join threads that can no longer
+    release Python objects."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
