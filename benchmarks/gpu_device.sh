@@ -8,10 +8,13 @@
 #   bash benchmarks/gpu_device.sh prepare     # here: the missing wheels into .whl/ (for Python
 #                                             # 3.12) and binarized_mnist.npz into .devdata/,
 #                                             # both ignored through .git/info/exclude
-#   device run: command "bash benchmarks/gpu_device.sh run [gpu.py's options, e.g. --skip mnist]",
-#               carry [".whl", ".devdata"], timeout_s 600; the output comes back as gpu.txt
-#               under the call's files (the whole script takes about 6-8 minutes: split it
-#               with --skip over two calls if the first start of the machine took long)
+#   device run: command "bash benchmarks/gpu_device.sh run [gpu.py's options]", carry
+#               [".whl", ".devdata"], timeout_s 600; the output comes back as gpu.txt under the
+#               call's files. The whole script may take longer than one command may run (600 s:
+#               torch.compile's plain sides take minutes), so make two calls, back to back while
+#               the machine is warm:
+#                   bash benchmarks/gpu_device.sh run --skip steps mnist     # tests, vae, diffusion
+#                   bash benchmarks/gpu_device.sh run --skip tests vae diffusion
 #
 # probgen is installed there without dependency checks (its torch bound is newer than 2.11).
 set -euo pipefail
