@@ -33,7 +33,7 @@ import probgen as pg
 
 from .checks import integer, layer_sizes, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
 from .infer.checkpoint import load_checkpoint
-from .infer.distributed import launched
+from .infer.distributed import exit_process, launched
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
 
@@ -463,13 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    code = 0
     try:
         args.handler(args)
     # the user's errors, each raised by probgen's own checks: one line and exit status 2
     except (ValueError, FileNotFoundError, FileExistsError, TypeError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    if launched():  # a torchrun worker: leave without the interpreter's finalization (exit_process)
+        exit_process(code)
+    return code
 
 
 if __name__ == "__main__":

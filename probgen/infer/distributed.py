@@ -47,13 +47,15 @@ import dataclasses
 import datetime
 import gc
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
 
 from ..checks import MAX_SEED
 
-__all__ = ["Ranks", "current", "join", "launched", "rank_seed", "sharding"]
+__all__ = ["Ranks", "current", "exit_process", "join", "launched", "rank_seed", "sharding"]
 
 #: how long a rank waits for the others to join the process group
 STORE_TIMEOUT = datetime.timedelta(minutes=5)
@@ -202,6 +204,20 @@ def join(device: torch.device) -> Ranks:
     dist.init_process_group(backend=backend, store=dist.PrefixStore(f"probgen/attempt{restart}", store), rank=rank,
                             world_size=world_size)
     return current()
+
+
+def exit_process(code: int = 0) -> NoReturn:
+    """End a worker process of a distributed run once its work is done: run the exit handlers
+    (probgen's leaves the process group), flush the standard streams, and exit with ``code``
+    without the interpreter's finalization. A gloo group can abort a process during
+    finalization (SIGABRT, "terminate called without an active exception": its threads
+    release Python objects after Python is gone; pytorch issue 190489), even after the group
+    was destroyed. ``probgen`` on the command line ends its workers this way; a script of
+    your own can call it last."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _leave() -> None:

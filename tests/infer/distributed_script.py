@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 import probgen as pg
+from probgen.infer.distributed import exit_process
 
 fit_module = sys.modules["probgen.infer.fit"]  # the module (pg.infer.fit is the function)
 
@@ -124,3 +125,4 @@ if __name__ == "__main__":
     record = {"families": families, "restart": restart}[mode](out, rank)
     record["world_size"] = dist.get_world_size()
     (out / f"rank{rank}.json").write_text(json.dumps(record))
+    exit_process(0)  # the exit handlers run (the one above last), then no finalization
