@@ -51,7 +51,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from diffusion import plain_vdm_loss
+from diffusion import plain_vdm_loss, synchronize
 from gan import plain_epoch as plain_gan_epoch
 from nflows.distributions import StandardNormal
 from nflows.flows import Flow as NflowsFlow
@@ -99,11 +99,6 @@ def standard_vae(info):
 def flow_vae(info):
     return pg.VAE(info, 40, hidden=(300, 300), activation="gated", prior=flow_part("maf:4:300", 40),
                   posterior=flow_part("iaf:2:300", 40, 300))
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed_epoch(step, train, batch_size) -> float:
@@ -211,18 +206,6 @@ def family_steps(device: torch.device) -> None:
     print("targets (issue 18): the GAN and diffusion steps at most 0.5x plain eager (rec/plain <= 0.5)")
 
 
-def plain_epoch(vae, train, batch_size, compiled: bool) -> float:
-    """Seconds of one epoch of vae_step.py's plain loop (eager or compiled loss) over ``train``."""
-    step = make_step("compiled" if compiled else "plain", vae, torch.optim.Adam(vae.parameters(), lr=5e-4))
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    order = torch.randperm(len(train), device=train.device)
-    for i in range(0, len(train), batch_size):
-        step(train[order[i : i + batch_size]])
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def mnist(root: str, device: torch.device) -> None:
     data = pg.datasets.load("binarized_mnist", root=root)
     print("## binarized MNIST, seconds per epoch (50,000 images; the second epoch of each run)")
@@ -243,8 +226,9 @@ def mnist(root: str, device: torch.device) -> None:
         for batch_size in (100, 1000):
             torch.manual_seed(0)
             vae = standard_vae(data.info).to(device)
-            plain_epoch(vae, train, batch_size, compiled)  # the first epoch: allocation, compilation
-            seconds = plain_epoch(vae, train, batch_size, compiled)
+            step = make_step("compiled" if compiled else "plain", vae, torch.optim.Adam(vae.parameters(), lr=5e-4))
+            timed_epoch(step, train, batch_size)  # the first epoch: allocation, compilation
+            seconds = timed_epoch(step, train, batch_size)
             label = "plain loop, " + ("compiled loss (reduce-overhead)" if compiled else "eager")
             print(f"{label:<58}{batch_size:>7}{seconds:>10.3f}")
     print("targets (issue 18): pg.fit standard VAE at batch 100 <= 0.5 s; flow VAE <= 2 s")

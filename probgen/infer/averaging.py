@@ -48,6 +48,9 @@ class WeightAverage:
         self.names = [name for name, p in model.named_parameters() if p.is_floating_point()]
         self.params = [p for _, p in model.named_parameters() if p.is_floating_point()]
         self.average = [p.detach().clone() for p in self.params]
+        self._by_dtype: dict[torch.dtype, list] = {}  # the (average, parameter) pairs of each dtype
+        for a, p in zip(self.average, self.params):
+            self._by_dtype.setdefault(a.dtype, []).append((a, p))
         # the step count lives beside the weights and is updated in place, so that a training
         # step recorded as a CUDA graph counts on every replay (probgen.infer.graphs)
         device = self.params[0].device if self.params else torch.device("cpu")
@@ -62,11 +65,10 @@ class WeightAverage:
     def update(self) -> None:
         self._steps.add_(1)
         keep = torch.clamp((1 + self._steps) / (10 + self._steps), max=self.decay)
-        for dtype in {a.dtype for a in self.average}:
-            weight = (1 - keep).to(dtype)
-            for a, p in zip(self.average, self.params):
-                if a.dtype == dtype:
-                    a.lerp_(p, weight)
+        for dtype, pairs in self._by_dtype.items():
+            weight = (1 - keep).to(dtype)  # lerp_ takes a weight tensor of the tensors' own dtype
+            for a, p in pairs:
+                a.lerp_(p, weight)
 
     @torch.no_grad()
     def _swap(self) -> None:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
-import gc
 import os
 import sys
 from typing import NoReturn
@@ -221,13 +220,6 @@ def exit_process(code: int = 0) -> NoReturn:
 
 
 def _leave() -> None:
-    """Destroy the process group :func:`join` created, unless the script destroyed it already.
-
-    Garbage is collected before and after, so that nothing left in a reference cycle (a caught
-    error's traceback, a trace) keeps the group, and with it its worker threads, alive into the
-    interpreter's shutdown, where the group's destructor would join threads that can no longer
-    release Python objects."""
+    """Destroy the process group :func:`join` created, unless the script destroyed it already."""
     if dist.is_initialized():
-        gc.collect()
         dist.destroy_process_group()
-        gc.collect()

@@ -546,9 +546,10 @@ class LossWatch:
 
     def note(self, group: str, loss: torch.Tensor) -> None:
         first, value = self.notes[group]
-        bad = (first == 0) & ~torch.isfinite(loss.detach())
+        loss = loss.detach()
+        bad = (first == 0) & ~torch.isfinite(loss)
         first.copy_(torch.where(bad, self.step, first))
-        value.copy_(torch.where(bad, loss.detach().to(value.dtype), value))
+        value.copy_(torch.where(bad, loss.to(value.dtype), value))
 
     def first_non_finite(self) -> tuple[str, int, float] | None:
         """``(group, step, loss)`` of the earliest non-finite loss noted, or ``None``."""

@@ -40,7 +40,6 @@ import warnings
 import torch
 
 __all__ = [
-    "CUDA_GRAPH_OPTIONS",
     "CapturedSteps",
     "EagerSteps",
     "check_cuda_graph",
@@ -50,8 +49,6 @@ __all__ = [
     "release_capturable",
 ]
 
-CUDA_GRAPH_OPTIONS = ("auto", True, False)
-
 #: eager steps of each batch size before its step is recorded (the first runs the sync check;
 #: all of them create the optimizers' state and let the CUDA libraries pick their kernels)
 WARMUP_STEPS = 3
@@ -59,7 +56,7 @@ WARMUP_STEPS = 3
 
 def check_cuda_graph(value) -> None:
     """Raise a clear error unless ``value`` is ``"auto"``, ``True`` or ``False``."""
-    if not any(value is option or (isinstance(option, str) and value == option) for option in CUDA_GRAPH_OPTIONS):
+    if not (value is True or value is False or (isinstance(value, str) and value == "auto")):
         raise ValueError(f"cuda_graph must be 'auto', True or False, got {value!r}")
 
 
@@ -84,14 +81,10 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
     learning rate a device tensor (the schedulers then update it in place) and the step counts
     on the parameters' device. Works on a fresh optimizer and on one loaded from a checkpoint."""
     for group in optimizer.param_groups:
-        device = group["params"][0].device
         group["capturable"] = True
         if not isinstance(group["lr"], torch.Tensor):
-            group["lr"] = torch.tensor(float(group["lr"]), device=device)
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if isinstance(state.get("step"), torch.Tensor):
-                state["step"] = state["step"].to(p.device, torch.float32)
+            group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+        _move_step_counts(optimizer, group, on_host=False)
 
 
 def release_capturable(optimizer: torch.optim.Optimizer) -> None:
@@ -102,10 +95,15 @@ def release_capturable(optimizer: torch.optim.Optimizer) -> None:
         group["capturable"] = False
         if isinstance(group["lr"], torch.Tensor):
             group["lr"] = float(group["lr"])
-        for p in group["params"]:
-            state = optimizer.state.get(p, {})
-            if isinstance(state.get("step"), torch.Tensor):
-                state["step"] = state["step"].to("cpu", torch.float32)
+        _move_step_counts(optimizer, group, on_host=True)
+
+
+def _move_step_counts(optimizer: torch.optim.Optimizer, group: dict, on_host: bool) -> None:
+    """The group's per-parameter step counts as float32 tensors on the host or beside each parameter."""
+    for p in group["params"]:
+        state = optimizer.state.get(p, {})
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].to("cpu" if on_host else p.device, torch.float32)
 
 
 def portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
