@@ -18,9 +18,16 @@ head reads its inputs side by side in one gated layer where they embed :math:`z_
 :math:`z_2` (and :math:`x` and :math:`z_2`) by separate gated layers before a joint one;
 :math:`q(z_2 \\mid x)` reads the ladder's second feature map, two gated layers above the
 first, where theirs reads :math:`x` through two; their log-variances are clipped by a
-hardtanh, these scales are a softplus. ``--architecture markov`` builds what this script
-built before: the Markov chain :math:`z_2 \\to z_1 \\to x` with the ladder guide's
-precision-weighted merge (Sønderby et al. 2016).
+hardtanh, these scales are a softplus; their VampPrior keeps its pseudo-inputs in (0, 1)
+by a sigmoid, this one's are free parameters; their optimizer is Adam on gradients scaled
+to unit norm per parameter. ``--architecture tomczak-welling`` removes every one of these
+differences: it plugs their networks into :class:`probgen.HierarchicalVAE` as custom modules
+(:func:`published_networks`; He's initialization, the sigmoid pseudo-inputs starting at
+-0.05 ± 0.01 before it) and trains them with :class:`NormalizedAdam`. Such a model has no
+config, so ``evaluate`` rebuilds it here and loads the checkpoint's weights into it.
+``--architecture markov`` builds what this script built before: the Markov chain
+:math:`z_2 \\to z_1 \\to x` with the ladder guide's precision-weighted merge (Sønderby
+et al. 2016).
 
 The run is long on a CPU (hundreds of epochs), so it is cut into stages that resume from the
 checkpoint folder; each ``train`` stage adds ``--epochs`` epochs and stops, ``evaluate``
@@ -32,6 +39,8 @@ scores the best epoch so far, and the results of both priors are kept in
     python benchmarks/hvae_binarized_mnist.py evaluate --checkpoint-dir runs/hvae_vamp            # k=5000, all 10000
     python benchmarks/hvae_binarized_mnist.py train --prior normal --epochs 50 --checkpoint-dir runs/hvae_normal
     python benchmarks/hvae_binarized_mnist.py evaluate --prior normal --checkpoint-dir runs/hvae_normal
+    python benchmarks/hvae_binarized_mnist.py train --architecture tomczak-welling --epochs 50      # runs/hvae_vamp_tomczak-welling
+    python benchmarks/hvae_binarized_mnist.py evaluate --checkpoint-dir runs/hvae_vamp_tomczak-welling
     python benchmarks/hvae_binarized_mnist.py table                                               # print it again
 
 Training stops for good when the validation ELBO has not improved for ``--patience`` epochs
@@ -55,6 +64,8 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import probgen as pg
 
@@ -70,14 +81,127 @@ ARCHITECTURES = {
 }
 
 
+# the networks of Tomczak & Welling's HVAE, plugged into pg.HierarchicalVAE as custom modules
+EXACT = "tomczak-welling"
+LATENT, HIDDEN, PIXELS = 40, 300, 784
+
+
+def gated(*sizes: int) -> nn.Sequential:
+    """Gated hidden layers ``sizes[0] -> sizes[1] -> ...`` (probgen.nn.GatedLinear)."""
+    return nn.Sequential(*pg.nn.hidden_layers(sizes, "gated"))
+
+
+def side_by_side(*tensors: torch.Tensor) -> torch.Tensor:
+    """Feature vectors concatenated, their leading dimensions broadcast (a data point's
+    features beside each of its importance samples' latents)."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
+
+
+class ClippedGaussian(nn.Module):
+    """``(loc, scale)`` of a diagonal Normal by two linear maps, the log-variance clipped to
+    [-6, 2] (a hardtanh), so every scale lies in [0.050, 2.72]."""
+
+    def __init__(self, in_features: int, latent_dim: int = LATENT):
+        super().__init__()
+        self.loc, self.log_var = nn.Linear(in_features, latent_dim), nn.Linear(in_features, latent_dim)
+
+    def forward(self, features):
+        return self.loc(features), torch.exp(0.5 * F.hardtanh(self.log_var(features), -6.0, 2.0))
+
+
+class TwoReadings(nn.Module):
+    """The top-down guide's features of the data: (d1, d2), x read through one gated layer for
+    q(z1 | x, z2) and through two of their own for q(z2 | x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.for_z1, self.for_z2 = gated(PIXELS, HIDDEN), gated(PIXELS, HIDDEN, HIDDEN)
+
+    def forward(self, x):
+        x = x.flatten(-2)
+        return self.for_z1(x), self.for_z2(x)
+
+
+class JointPosterior(nn.Module):
+    """q(z1 | x, z2): d1 and a gated embedding of z2 side by side, one joint gated layer, then
+    the clipped head (called as the top-down guide calls its posterior steps)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.joint, self.head = gated(LATENT, HIDDEN), gated(2 * HIDDEN, HIDDEN), ClippedGaussian(HIDDEN)
+
+    def forward(self, features, z2, prior_loc, prior_scale):
+        return self.head(self.joint(side_by_side(features, self.embed(z2))))
+
+
+class Top(nn.Module):
+    """The path's top step: the state above z1 is z2 itself (nothing is shared between
+    p(z1 | z2) and p(x | z1, z2), as in the published networks)."""
+
+    def forward(self, state, z2):
+        return z2
+
+
+class Embeddings(nn.Module):
+    """The path's bottom step: z1 and z2 embedded by a gated layer each, side by side; the
+    decoder's joint gated layer reads them."""
+
+    def __init__(self):
+        super().__init__()
+        self.z1, self.z2 = gated(LATENT, HIDDEN), gated(LATENT, HIDDEN)
+
+    def forward(self, z2, z1):
+        return side_by_side(self.z1(z1), self.z2(z2))
+
+
+class NormalizedAdam(torch.optim.Adam):
+    """Adam on each parameter's gradient scaled to unit norm (their AdamNormGrad)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    parameter.grad.div_(parameter.grad.norm() + 1e-7)
+        return super().step(closure)
+
+
+def published_networks(prior: str, info) -> pg.HierarchicalVAE:
+    """The two-layer HVAE with Tomczak & Welling's networks: p(z1 | z2) by two gated layers,
+    p(x | z1, z2) by separate embeddings and a joint gated layer, q(z2 | x) by two gated layers,
+    q(z1 | x, z2) as :class:`JointPosterior`, clipped log-variances, every linear map's weights
+    drawn with He's scale, and for the VampPrior 500 pseudo-inputs kept in (0, 1) by a sigmoid
+    of weights that start at -0.05 ± 0.01."""
+    encoder, top_head = TwoReadings(), ClippedGaussian(HIDDEN)
+    if prior == "vamp":
+        def top_posterior(raw):  # q(z2 | u) at the pseudo-inputs u = sigmoid(raw)
+            return top_head(encoder.for_z2(torch.sigmoid(raw).flatten(-2)))
+
+        prior = pg.distributions.VampPrior(top_posterior, torch.randn(500, *info.event_shape) * 0.01 - 0.05)
+    model = pg.HierarchicalVAE(
+        info, (LATENT, LATENT), inference="top-down", top_down_path=True, prior=prior,
+        encoder=encoder, posteriors=[JointPosterior(), top_head],
+        conditionals=[nn.Sequential(gated(LATENT, HIDDEN, HIDDEN), ClippedGaussian(HIDDEN))],
+        path=[Embeddings(), Top()], decoder=nn.Sequential(gated(2 * HIDDEN, HIDDEN), nn.Linear(HIDDEN, PIXELS)))
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, (2.0 / module.in_features) ** 0.5)
+    return model
+
+
 def build(prior: str, info, architecture: str = "published") -> pg.HierarchicalVAE:
+    if architecture == EXACT:
+        return published_networks(prior, info)
     return pg.HierarchicalVAE(info, (40, 40), inference="top-down", prior=prior, num_pseudo_inputs=500,
                               hidden=(300, 300), activation="gated", **ARCHITECTURES[architecture])
 
 
-def architecture_of(config: dict) -> str:
+def architecture_of(config: dict | None) -> str:
     """The name of the architecture a saved model's config describes (a config written before
-    the options existed is the Markov chain with the ladder merge)."""
+    the options existed is the Markov chain with the ladder merge; custom modules have none)."""
+    if config is None:
+        return EXACT
     options = {"top_down_path": config.get("top_down_path", False), "merge": config.get("merge", "precision")}
     return next((name for name, value in ARCHITECTURES.items() if value == options), "other")
 
@@ -118,7 +242,9 @@ def train(args, data):
     print(f"training epochs {done + 1}..{target} of at most {args.max_epochs} ({args.prior} prior, "
           f"{args.architecture} architecture, "
           f"{torch.get_num_threads()} thread(s), device {pg.infer.resolve_device(args.device)})")
+    optimizer = NormalizedAdam if args.architecture == EXACT else torch.optim.Adam
     run = pg.fit(model, data.train, data.valid, epochs=target, batch_size=100, lr=5e-4, objective=objective,
+                 optimizer=optimizer,
                  patience=args.patience, device=args.device, seed=args.seed, checkpoint_dir=folder, resume=True,
                  progress=not args.no_progress)
     seconds = run.history["seconds"][done:]
@@ -128,18 +254,26 @@ def train(args, data):
 
 def evaluate(args, data):
     folder = Path(args.checkpoint_dir)
-    done, history, _ = saved_run(folder)
+    done, history, config = saved_run(folder)
     if not done:
         raise SystemExit(f"error: {folder} holds no checkpoint; run 'train' first")
     best_path = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
-    model = pg.load_model(best_path).to(pg.infer.resolve_device(args.device))
+    architecture = architecture_of(config)
+    if architecture == EXACT:  # custom modules: built here, the weights loaded into them
+        weights = pg.infer.load_checkpoint(best_path, required=("model",))["model"]
+        args.prior = "vamp" if "prior.pseudo_inputs" in weights else "normal"
+        model = build(args.prior, data.info, EXACT)
+        model.load_state_dict(weights)
+    else:
+        model = pg.load_model(best_path)
+    model = model.to(pg.infer.resolve_device(args.device))
     test = pg.datasets.random_subset(data.test, args.num_test)  # the split is in class order
     iwae = pg.log_likelihood(model, test, method="iwae", num_samples=args.num_samples)
     elbo = pg.log_likelihood(model, test, method="elbo", num_samples=1)
     units = pg.diagnostics.active_units(model, test[:1000])
     row = {
-        "prior": model.config["prior"],
-        "architecture": architecture_of(model.config),
+        "prior": args.prior if architecture == EXACT else model.config["prior"],
+        "architecture": architecture,
         "epochs_run": done,
         "best_epoch": best_epoch(history),
         "seconds_per_epoch": statistics.median(history["seconds"]),
@@ -195,7 +329,8 @@ def table(results: dict) -> str:
              "with the threads given. partial: fewer than 10000 test images or k < 5000. Target: test NLL <= 83.2 "
              "nats with the VampPrior (Tomczak & Welling 2018: 83.19). Architectures: published = p(x | z1, z2) "
              "through the top-down path and q(z1 | x, z2) read by one head; markov = z2 -> z1 -> x with the ladder's "
-             "precision-weighted merge.")
+             "precision-weighted merge; tomczak-welling = their networks exactly, as custom modules, with their "
+             "optimizer and pseudo-inputs.")
     lines += ["", notes, ""]
     for row in results.values():
         lines.append(f"{row['prior']}/{row_architecture(row)}: $ {row['command']}  # {row['recorded']}, {row['machine']}, {row['threads']} thread(s)")
@@ -206,9 +341,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["train", "evaluate", "table"])
     parser.add_argument("--prior", default="vamp", choices=["vamp", "normal"], help="the top layer's prior")
-    parser.add_argument("--architecture", default="published", choices=sorted(ARCHITECTURES),
-                        help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)) or "
-                             "markov (z2 -> z1 -> x, ladder merge); evaluate reads it from the checkpoint")
+    parser.add_argument("--architecture", default="published", choices=[*sorted(ARCHITECTURES), EXACT],
+                        help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)), "
+                             "markov (z2 -> z1 -> x, ladder merge) or tomczak-welling (their networks, "
+                             "optimizer and pseudo-inputs exactly); evaluate reads it from the checkpoint")
     parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<prior>)")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
