@@ -18,13 +18,15 @@ head reads its inputs side by side in one gated layer where they embed :math:`z_
 :math:`z_2` (and :math:`x` and :math:`z_2`) by separate gated layers before a joint one;
 :math:`q(z_2 \\mid x)` reads the ladder's second feature map, two gated layers above the
 first, where theirs reads :math:`x` through two; their log-variances are clipped by a
-hardtanh, these scales are a softplus; their VampPrior keeps its pseudo-inputs in (0, 1)
-by a sigmoid, this one's are free parameters; their optimizer is Adam on gradients scaled
-to unit norm per parameter. ``--architecture tomczak-welling`` removes every one of these
-differences: it plugs their networks into :class:`probgen.HierarchicalVAE` as custom modules
-(:func:`published_networks`; He's initialization, the sigmoid pseudo-inputs starting at
--0.05 ± 0.01 before it) and trains them with :class:`NormalizedAdam`. Such a model has no
-config, so ``evaluate`` rebuilds it here and loads the checkpoint's weights into it.
+hardtanh, these scales are a softplus; their VampPrior keeps its pseudo-inputs in [0, 1],
+this one's are free parameters; their optimizer is Adam on gradients scaled to unit norm per
+parameter. ``--architecture tomczak-welling`` removes these differences: it plugs their
+networks into :class:`probgen.HierarchicalVAE` as custom modules (:func:`published_networks`,
+with He's initialization) and trains them with :class:`NormalizedAdam`. One detail follows
+their code of August 2017 rather than its final form: the pseudo-inputs are a sigmoid of
+weights that start at -0.05 ± 0.01 (images of 0.49), where the final code clamps weights that
+start at 0.05 ± 0.01 to [0, 1] (images of 0.05). Such a model has no config, so ``evaluate``
+rebuilds it here and loads the checkpoint's weights into it.
 ``--architecture markov`` builds what this script built before: the Markov chain
 :math:`z_2 \\to z_1 \\to x` with the ladder guide's precision-weighted merge (Sønderby
 et al. 2016).
