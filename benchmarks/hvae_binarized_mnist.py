@@ -93,13 +93,6 @@ def gated(*sizes: int) -> nn.Sequential:
     return nn.Sequential(*pg.nn.hidden_layers(sizes, "gated"))
 
 
-def side_by_side(*tensors: torch.Tensor) -> torch.Tensor:
-    """Feature vectors concatenated, their leading dimensions broadcast (a data point's
-    features beside each of its importance samples' latents)."""
-    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
-
-
 class ClippedGaussian(nn.Module):
     """``(loc, scale)`` of a diagonal Normal by two linear maps, the log-variance clipped to
     [-6, 2] (a hardtanh), so every scale lies in [0.050, 2.72]."""
@@ -134,7 +127,7 @@ class JointPosterior(nn.Module):
         self.embed, self.joint, self.head = gated(LATENT, HIDDEN), gated(2 * HIDDEN, HIDDEN), ClippedGaussian(HIDDEN)
 
     def forward(self, features, z2, prior_loc, prior_scale):
-        return self.head(self.joint(side_by_side(features, self.embed(z2))))
+        return self.head(self.joint(pg.nn.side_by_side(features, self.embed(z2))))
 
 
 class Top(nn.Module):
@@ -154,7 +147,7 @@ class Embeddings(nn.Module):
         self.z1, self.z2 = gated(LATENT, HIDDEN), gated(LATENT, HIDDEN)
 
     def forward(self, z2, z1):
-        return side_by_side(self.z1(z1), self.z2(z2))
+        return pg.nn.side_by_side(self.z1(z1), self.z2(z2))
 
 
 class NormalizedAdam(torch.optim.Adam):
@@ -254,6 +247,19 @@ def train(args, data):
           f"validation -ELBO {run.history['valid_loss'][-1]:.2f} nats")
 
 
+def trained_model(path: Path, architecture: str, info) -> tuple[pg.HierarchicalVAE, str]:
+    """The model a checkpoint holds and its top prior's name. A model of custom modules has no
+    config: it is built here and the weights are loaded into it (the prior read from them)."""
+    if architecture != EXACT:
+        model = pg.load_model(path)
+        return model, model.config["prior"]
+    weights = pg.infer.load_checkpoint(path, required=("model",))["model"]
+    prior = "vamp" if "prior.pseudo_inputs" in weights else "normal"
+    model = build(prior, info, EXACT)
+    model.load_state_dict(weights)
+    return model, prior
+
+
 def evaluate(args, data):
     folder = Path(args.checkpoint_dir)
     done, history, config = saved_run(folder)
@@ -261,20 +267,14 @@ def evaluate(args, data):
         raise SystemExit(f"error: {folder} holds no checkpoint; run 'train' first")
     best_path = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
     architecture = architecture_of(config)
-    if architecture == EXACT:  # custom modules: built here, the weights loaded into them
-        weights = pg.infer.load_checkpoint(best_path, required=("model",))["model"]
-        args.prior = "vamp" if "prior.pseudo_inputs" in weights else "normal"
-        model = build(args.prior, data.info, EXACT)
-        model.load_state_dict(weights)
-    else:
-        model = pg.load_model(best_path)
+    model, prior = trained_model(best_path, architecture, data.info)
     model = model.to(pg.infer.resolve_device(args.device))
     test = pg.datasets.random_subset(data.test, args.num_test)  # the split is in class order
     iwae = pg.log_likelihood(model, test, method="iwae", num_samples=args.num_samples)
     elbo = pg.log_likelihood(model, test, method="elbo", num_samples=1)
     units = pg.diagnostics.active_units(model, test[:1000])
     row = {
-        "prior": args.prior if architecture == EXACT else model.config["prior"],
+        "prior": prior,
         "architecture": architecture,
         "epochs_run": done,
         "best_epoch": best_epoch(history),

@@ -127,7 +127,7 @@ from torch.distributions import constraints
 
 from ..checks import boolean, choice, layer_sizes, positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
-from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers
+from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers, side_by_side
 from .base import DecoderModel, register_family
 from .priors import resolve_prior
 
@@ -172,13 +172,6 @@ class Merge(str, enum.Enum):
 def _gaussian(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loc, raw_scale = output.chunk(2, -1)
     return loc, F.softplus(raw_scale) + MIN_SCALE
-
-
-def _concat(*tensors: torch.Tensor) -> torch.Tensor:
-    """The feature vectors ``tensors`` side by side, their leading (batch) dimensions
-    broadcast: a data point's features meet each of its importance samples' states."""
-    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
 
 
 def _init_per_block(module: nn.Module, blocks: Sequence[int]) -> None:
@@ -265,7 +258,7 @@ class PathStep(nn.Module):
             _init_per_block(self.layer, (state_features, latent_dim))
 
     def forward(self, state, z):
-        return self.layer(z if state is None else _concat(state, z))
+        return self.layer(z if state is None else side_by_side(state, z))
 
 
 def precision_weighted(loc_a, scale_a, loc_b, scale_b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +285,7 @@ class LadderMerge(nn.Module):
             _init_per_block(self.head, (in_features, context_features))
 
     def forward(self, features, above, prior_loc, prior_scale):
-        loc, scale = self.head(_concat(features, above) if self.context_features else features)
+        loc, scale = self.head(side_by_side(features, above) if self.context_features else features)
         return precision_weighted(loc, scale, prior_loc, prior_scale)
 
 
@@ -311,7 +304,7 @@ class StatePosterior(nn.Module):
         _init_per_block(self.head, (in_features, context_features))
 
     def forward(self, features, above, prior_loc, prior_scale):
-        return self.head(_concat(features, above))
+        return self.head(side_by_side(features, above))
 
 
 class HierarchicalPrior(dist.TorchDistribution):

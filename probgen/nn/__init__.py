@@ -9,7 +9,7 @@ serves a batch of data and a batch of importance samples of that batch.
 from .conv import ConvDecoder, ConvEncoder, DCGANDiscriminator, DCGANGenerator
 from .mlp import ACTIVATIONS, MLP, GatedLinear, MLPDecoder, MLPDiscriminator, MLPEncoder, MLPGenerator, hidden_layers
 from .packing import pack, packed_event_shape
-from .shapes import fold_batch, image_shape
+from .shapes import fold_batch, image_shape, side_by_side
 from .unet import NoiseLevelEmbedding, TimeMLP, UNet
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "image_shape",
     "pack",
     "packed_event_shape",
+    "side_by_side",
 ]

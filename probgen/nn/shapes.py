@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fold_batch", "image_shape"]
+__all__ = ["fold_batch", "image_shape", "side_by_side"]
 
 
 def fold_batch(x: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Size]:
@@ -12,6 +12,13 @@ def fold_batch(x: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Si
     what a network that takes one batch dimension needs, and what restores the others."""
     batch = x.shape[: x.dim() - event_dims]
     return x.reshape(-1, *x.shape[x.dim() - event_dims :]), batch
+
+
+def side_by_side(*tensors: torch.Tensor) -> torch.Tensor:
+    """Feature vectors concatenated along the last dimension, their leading (batch) dimensions
+    broadcast: a data point's features meet each of its importance samples' latents."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
 
 
 def image_shape(event_shape, who: str, multiple: int = 1) -> tuple[int, int, int]:
