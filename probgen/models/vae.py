@@ -91,6 +91,8 @@ class VAE(DecoderModel):
     :param prior: ``"normal"`` (default), ``"mixture"``, ``"vamp"``, a flow kind (``"nsf"``,
         ``"maf"``, ... a :func:`probgen.flows.prior` with default sizes), a Pyro distribution
         with event shape ``(latent_dim,)``, or a module/callable returning one.
+    :param num_pseudo_inputs: the VampPrior's pseudo-inputs (Tomczak & Welling use 500 on
+        MNIST); read only with ``prior="vamp"``.
     :param posterior: ``"normal"`` (diagonal Normal, default), ``"iaf"``, ``"nsf"`` (an inverse
         autoregressive spline), ``"realnvp"``, ``"nsf_coupling"`` (two conditional flow steps
         each), or a conditional flow (e.g. ``pg.flows.build("iaf", latent_dim, context_dim=F,
@@ -127,6 +129,7 @@ class VAE(DecoderModel):
         likelihood: str | Likelihood | Callable | None = None,
         num_levels: int | None = None,
         prior="normal",
+        num_pseudo_inputs: int = 50,
         posterior="normal",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
@@ -151,6 +154,7 @@ class VAE(DecoderModel):
             raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
         hidden = layer_sizes(hidden, "hidden")
+        positive_int(num_pseudo_inputs, "num_pseudo_inputs")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
@@ -172,7 +176,8 @@ class VAE(DecoderModel):
             else:
                 decoder = ConvDecoder(self.latent_dim, event_shape, likelihood.num_params)
         self.decoder = decoder
-        self.prior = resolve_prior(prior, self.latent_dim, self._posterior_params, event_shape)
+        self.prior = resolve_prior(prior, self.latent_dim, self._posterior_params, event_shape,
+                                   num_pseudo_inputs=num_pseudo_inputs)
 
         if rebuildable:
             self.config = {
@@ -182,6 +187,7 @@ class VAE(DecoderModel):
                 "likelihood": likelihood_name,
                 "num_levels": num_levels,
                 "prior": prior,
+                "num_pseudo_inputs": num_pseudo_inputs,
                 "posterior": posterior,
                 "network": network,
                 "hidden": list(hidden),

@@ -94,6 +94,20 @@ def test_other_priors_train_through_fit(digits, prior):
     assert torch.isfinite(est.pointwise).all()
 
 
+def test_the_vamp_prior_takes_its_number_of_pseudo_inputs_and_a_checkpoint_keeps_it(digits):
+    vae = small_vae(prior="vamp", num_pseudo_inputs=7)
+    assert vae.prior.pseudo_inputs.shape == (7, 8, 8)
+    # each component is the encoder's q(z | u_k) at one pseudo-input
+    loc, scale = vae._posterior_params(vae.prior.pseudo_inputs)
+    torch.testing.assert_close(vae.prior().locs, loc)
+    torch.testing.assert_close(vae.prior().scales, scale)
+    rebuilt = pg.models.base.build_model(dict(vae.config))
+    rebuilt.load_state_dict(vae.state_dict())
+    torch.testing.assert_close(rebuilt.prior.pseudo_inputs, vae.prior.pseudo_inputs)
+    with pytest.raises(ValueError, match=r"num_pseudo_inputs must be a positive integer, got 0"):
+        small_vae(prior="vamp", num_pseudo_inputs=0)
+
+
 def test_a_user_prior_module_returning_a_distribution_is_used(digits):
     class LearnedScale(torch.nn.Module):
         def __init__(self):
