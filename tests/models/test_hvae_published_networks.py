@@ -83,3 +83,16 @@ def test_normalized_adam_steps_as_adam_on_unit_norm_gradients(script):
         optimizer.step()
         plain.step()
     assert torch.allclose(weight, reference)
+
+
+def test_pseudo_inputs_can_start_at_distinct_training_images(script):
+    torch.manual_seed(0)
+    model = script.build("vamp", INFO, "published")
+    train = (torch.rand(600, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    script.start_at_training_images(model, train, seed=3)
+    u = model.prior.pseudo_inputs
+    assert u.shape == (500, 28, 28)
+    # each pseudo-input is one of the (distinct) training images, and no image is used twice
+    matches = (u.flatten(1)[:, None, :] == train.flatten(1)[None]).all(-1)
+    assert bool((matches.sum(1) == 1).all())
+    assert int(matches.any(0).sum()) == 500
