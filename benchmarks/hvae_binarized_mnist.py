@@ -353,6 +353,8 @@ def table(results: dict) -> str:
     lines += ["", notes, ""]
     for row in results.values():
         lines.append(f"{row['prior']}/{row_architecture(row)}: $ {row['command']}  # {row['recorded']}, {row['machine']}, {row['threads']} thread(s)")
+        if row.get("note"):  # written by hand into the JSON, e.g. how the training run was made
+            lines.append(f"    {row['note']}")
     return "\n".join(lines)
 
 
