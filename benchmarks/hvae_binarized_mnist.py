@@ -245,10 +245,13 @@ def train(args, data):
     if done and (done - best_epoch(history) >= args.patience or done >= args.max_epochs):
         print(f"{folder}: training ended at epoch {done} (best {best_epoch(history)}); nothing to do: run 'evaluate'")
         return
+    if args.pseudo_init == "data" and (args.prior != "vamp" or args.architecture == EXACT):
+        raise SystemExit("error: --pseudo-init data sets the library VampPrior's pseudo-inputs: it needs --prior vamp "
+                         f"and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of its weights)")
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
     model = build(args.prior, data.info, args.architecture)
-    if args.pseudo_init == "data" and args.prior == "vamp" and not done:  # a resumed run reads its own
+    if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
     print(f"training epochs {done + 1}..{target} of at most {args.max_epochs} ({args.prior} prior, "
