@@ -14,8 +14,9 @@ this model: 88.56 nats (Tomczak & Welling 2018, standard VAE with a standard pri
     python benchmarks/vae_binarized_mnist.py --prior vamp --epochs 2000                 # VampPrior
 
 ``--prior vamp`` gives the VampPrior with ``--pseudo-inputs`` (500, as Tomczak & Welling)
-pseudo-inputs; their figure for it is 85.57 nats. ``--prior`` and ``--posterior`` also replace the standard-Normal prior and the diagonal-Normal
-posterior by flows, given as ``kind:layers:hidden``: a flow prior of any kind of
+pseudo-inputs; their figure for it is 85.57 nats. ``--prior`` and ``--posterior`` also
+replace the standard-Normal prior and the diagonal-Normal posterior by flows, given as
+``kind:layers:hidden``: a flow prior of any kind of
 :func:`probgen.flows.build` (``maf`` or a coupling kind scores the guide's samples in one
 pass), and a flow posterior conditioned on the encoder's last hidden layer (``iaf``,
 ``nsf``: one pass to sample and score). The issue's target for the flow VAE: at or below
@@ -81,7 +82,8 @@ def main():
     torch.manual_seed(args.seed)
     vae = pg.VAE(data.info, args.latent_dim,
                  hidden=(args.hidden, args.hidden), activation=args.activation,
-                 prior=flow_part(args.prior, args.latent_dim), num_pseudo_inputs=args.pseudo_inputs, posterior=flow_part(args.posterior, args.latent_dim, args.hidden))
+                 prior=flow_part(args.prior, args.latent_dim), num_pseudo_inputs=args.pseudo_inputs,
+                 posterior=flow_part(args.posterior, args.latent_dim, args.hidden))
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
     run = pg.fit(vae, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                  objective=objective, patience=args.patience, device=args.device, seed=args.seed,
