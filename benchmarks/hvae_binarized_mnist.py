@@ -237,6 +237,9 @@ def start_at_training_images(model: pg.HierarchicalVAE, train: torch.Tensor, see
 
 
 def train(args, data):
+    if args.pseudo_init == "data" and (args.prior != "vamp" or args.architecture == EXACT):
+        raise SystemExit("error: --pseudo-init data sets the library VampPrior's pseudo-inputs: it needs --prior vamp "
+                         f"and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of its weights)")
     folder = Path(args.checkpoint_dir)
     done, history, config = saved_run(folder)
     if done and architecture_of(config) != args.architecture:
@@ -245,9 +248,6 @@ def train(args, data):
     if done and (done - best_epoch(history) >= args.patience or done >= args.max_epochs):
         print(f"{folder}: training ended at epoch {done} (best {best_epoch(history)}); nothing to do: run 'evaluate'")
         return
-    if args.pseudo_init == "data" and (args.prior != "vamp" or args.architecture == EXACT):
-        raise SystemExit("error: --pseudo-init data sets the library VampPrior's pseudo-inputs: it needs --prior vamp "
-                         f"and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of its weights)")
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
     model = build(args.prior, data.info, args.architecture)

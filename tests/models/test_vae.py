@@ -94,16 +94,17 @@ def test_other_priors_train_through_fit(digits, prior):
     assert torch.isfinite(est.pointwise).all()
 
 
-def test_the_vamp_prior_takes_its_number_of_pseudo_inputs_and_a_checkpoint_keeps_it(digits):
+def test_the_vamp_prior_takes_its_number_of_pseudo_inputs_and_a_checkpoint_keeps_it(digits, tmp_path):
     vae = small_vae(prior="vamp", num_pseudo_inputs=7)
     assert vae.prior.pseudo_inputs.shape == (7, 8, 8)
     # each component is the encoder's q(z | u_k) at one pseudo-input
     loc, scale = vae._posterior_params(vae.prior.pseudo_inputs)
     torch.testing.assert_close(vae.prior().locs, loc)
     torch.testing.assert_close(vae.prior().scales, scale)
-    rebuilt = pg.models.base.build_model(dict(vae.config))
-    rebuilt.load_state_dict(vae.state_dict())
-    torch.testing.assert_close(rebuilt.prior.pseudo_inputs, vae.prior.pseudo_inputs)
+    pg.fit(vae, digits.train[:256], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    rebuilt = pg.load_model(tmp_path / "last.pt")  # the model rebuilt from the checkpoint's config
+    assert rebuilt.config["num_pseudo_inputs"] == 7
+    torch.testing.assert_close(rebuilt.prior.pseudo_inputs, vae.prior.pseudo_inputs.cpu())
     with pytest.raises(ValueError, match=r"num_pseudo_inputs must be a positive integer, got 0"):
         small_vae(prior="vamp", num_pseudo_inputs=0)
 
