@@ -48,8 +48,10 @@ scores the best epoch so far, and the results of both priors are kept in
 Two options of ``train`` change the recipe, to measure what matters: ``--pseudo-init data``
 starts the VampPrior's 500 pseudo-inputs at random training images instead of the library's
 uniform noise, and ``--ema D`` validates, checkpoints and scores an exponential moving average
-of the weights with decay ``D``. Give such a run its own ``--checkpoint-dir`` and evaluate it
-with ``--no-record``: its row would take the place of the published recipe's.
+of the weights with decay ``D``. Give such a run its own ``--checkpoint-dir``. ``evaluate``
+reads the average's decay from the checkpoint and records the run in a row of its own
+(``vamp+ema0.999``); a run with ``--pseudo-init data`` leaves no trace in its checkpoint, so
+evaluate it with ``--no-record``: its row would take the place of the published recipe's.
 
 Training stops for good when the validation ELBO has not improved for ``--patience`` epochs
 or at ``--max-epochs``; a further ``train`` then says so and does nothing. ``--threads``
@@ -207,9 +209,17 @@ def architecture_of(config: dict | None) -> str:
     return next((name for name, value in ARCHITECTURES.items() if value == options), "other")
 
 
-def result_key(prior: str, architecture: str) -> str:
-    """The row of the results: the prior alone for the published architecture."""
-    return prior if architecture == "published" else f"{prior}/{architecture}"
+def result_key(prior: str, architecture: str, ema: float | None = None) -> str:
+    """The row of the results: the prior alone for the published architecture, and the weight
+    average's decay where the run kept one (``vamp+ema0.999``)."""
+    key = prior if architecture == "published" else f"{prior}/{architecture}"
+    return f"{key}+ema{ema:g}" if ema else key
+
+
+def average_decay(checkpoint_dir: Path) -> float | None:
+    """The decay of the weight average a run's checkpoint was trained with (None: no average)."""
+    state = pg.infer.load_checkpoint(checkpoint_dir / "last.pt", required=("model",))
+    return state["ema"]["decay"] if "ema" in state else None
 
 
 def saved_run(checkpoint_dir: Path) -> tuple[int, dict, dict | None]:
@@ -245,6 +255,9 @@ def train(args, data):
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
                          f"--architecture {architecture_of(config)} to continue it, or choose another --checkpoint-dir")
+    if done and (average_decay(folder) or 0.0) != args.ema:
+        raise SystemExit(f"error: {folder} holds a run trained with --ema {average_decay(folder) or 0:g}; pass the same "
+                         "to continue it, or choose another --checkpoint-dir")
     if done and (done - best_epoch(history) >= args.patience or done >= args.max_epochs):
         print(f"{folder}: training ended at epoch {done} (best {best_epoch(history)}); nothing to do: run 'evaluate'")
         return
@@ -296,6 +309,7 @@ def evaluate(args, data):
     row = {
         "prior": prior,
         "architecture": architecture,
+        "ema": average_decay(folder),
         "epochs_run": done,
         "best_epoch": best_epoch(history),
         "seconds_per_epoch": statistics.median(history["seconds"]),
@@ -315,7 +329,7 @@ def evaluate(args, data):
     print(elbo)
     print(units)
     results = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    results[result_key(row["prior"], row["architecture"])] = row
+    results[result_key(row["prior"], row["architecture"], row["ema"])] = row
     if not args.no_record:
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
@@ -330,17 +344,23 @@ def row_architecture(row: dict) -> str:
     return row.get("architecture", "markov")
 
 
+def row_label(row: dict) -> str:
+    """A recorded row's name in the table: prior/architecture, then the weight average if any."""
+    label = f"{row['prior']}/{row_architecture(row)}"
+    return f"{label}+ema{row['ema']:g}" if row.get("ema") else label
+
+
 def table(results: dict) -> str:
     """The table of every recorded prior, the commands and machines below it."""
-    header = (f"{'top prior/architecture':<24}{'epochs (best)':>15}{'s/epoch':>9}{'test NLL':>10}{'± se':>7}{'k':>6}{'test pts':>9}"
+    header = (f"{'top prior/architecture':<30}{'epochs (best)':>15}{'s/epoch':>9}{'test NLL':>10}{'± se':>7}{'k':>6}{'test pts':>9}"
               f"{'-ELBO':>9}{'KL z2':>8}{'KL z1':>8}{'active z2/z1':>14}{'published':>11}")
     lines = [header, "-" * len(header)]
-    for row in sorted(results.values(), key=lambda row: (row_architecture(row) != "published", row["prior"] != "vamp")):
+    for row in sorted(results.values(), key=lambda row: (row_architecture(row) != "published", row["prior"] != "vamp",
+                                                     bool(row.get("ema")))):
         units = row["active_units"]
         published = f"{PUBLISHED[row['prior']]:.2f}" if row["prior"] in PUBLISHED else "-"
-        label = f"{row['prior']}/{row_architecture(row)}"
         lines.append(
-            f"{label:<24}{row['epochs_run']:>9} ({row['best_epoch']:>3}){row['seconds_per_epoch']:>9.1f}{row['nll']:>10.2f}"
+            f"{row_label(row):<30}{row['epochs_run']:>9} ({row['best_epoch']:>3}){row['seconds_per_epoch']:>9.1f}{row['nll']:>10.2f}"
             f"{row['nll_stderr']:>7.2f}{row['num_samples']:>6}{row['num_test']:>9}{row['neg_elbo']:>9.2f}"
             f"{row['kl'].get('z2', float('nan')):>8.2f}{row['kl'].get('z1', float('nan')):>8.2f}"
             f"{str(units.get('z2', '-')) + '/' + str(units.get('z1', '-')):>14}{published:>11}"
@@ -352,10 +372,11 @@ def table(results: dict) -> str:
              "nats with the VampPrior (Tomczak & Welling 2018: 83.19). Architectures: published = p(x | z1, z2) "
              "through the top-down path and q(z1 | x, z2) read by one head; markov = z2 -> z1 -> x with the ladder's "
              "precision-weighted merge; tomczak-welling = their networks exactly, as custom modules, with their "
-             "optimizer and pseudo-inputs.")
+             "optimizer and pseudo-inputs. +ema D: validated, checkpointed and scored as the exponential moving "
+             "average of the weights with decay D (train --ema D); without it, the last iterate.")
     lines += ["", notes, ""]
     for row in results.values():
-        lines.append(f"{row['prior']}/{row_architecture(row)}: $ {row['command']}  # {row['recorded']}, {row['machine']}, {row['threads']} thread(s)")
+        lines.append(f"{row_label(row)}: $ {row['command']}  # {row['recorded']}, {row['machine']}, {row['threads']} thread(s)")
         if row.get("note"):  # written by hand into the JSON, e.g. how the training run was made
             lines.append(f"    {row['note']}")
     return "\n".join(lines)
@@ -374,7 +395,8 @@ def main():
                              "[0, 1] (the library's default) or at random training images")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train: validate and keep an exponential moving average of the weights with this "
-                             "decay (0: none, the published recipe); a resumed run must pass the same")
+                             "decay (0: none, the published recipe); a resumed run must pass the same. It also "
+                             "names the default --checkpoint-dir (evaluate reads the decay from the checkpoint)")
     parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<prior>)")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
@@ -395,7 +417,9 @@ def main():
         print(table(json.loads(path.read_text())) if path.is_file() else f"no results recorded yet in {path}")
         return
     torch.set_num_threads(args.threads)
-    args.checkpoint_dir = args.checkpoint_dir or f"runs/hvae_{result_key(args.prior, args.architecture).replace('/', '_')}"
+    if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999
+        key = result_key(args.prior, args.architecture, args.ema)
+        args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     (train if args.stage == "train" else evaluate)(args, data)
 

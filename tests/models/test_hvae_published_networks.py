@@ -6,6 +6,7 @@ stay in the published ranges, and the script's ``trained_model`` (what its
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
 
@@ -96,3 +97,25 @@ def test_pseudo_inputs_can_start_at_distinct_training_images(script):
     matches = (u.flatten(1)[:, None, :] == train.flatten(1)[None]).all(-1)
     assert bool((matches.sum(1) == 1).all())
     assert int(matches.any(0).sum()) == 500
+
+
+def test_a_run_with_a_weight_average_is_recorded_in_a_row_of_its_own(script, images, tmp_path):
+    small = pg.HierarchicalVAE(INFO, (4, 2), hidden=(16,), prior="normal")
+    pg.fit(small, images[:100], images[100:], epochs=1, batch_size=50, ema=0.999, checkpoint_dir=tmp_path / "ema",
+           progress=False, seed=0)
+    pg.fit(small, images[:100], images[100:], epochs=1, batch_size=50, checkpoint_dir=tmp_path / "plain",
+           progress=False, seed=0)
+    assert script.average_decay(tmp_path / "ema") == 0.999
+    assert script.average_decay(tmp_path / "plain") is None
+
+    assert script.result_key("vamp", "published", 0.999) == "vamp+ema0.999"
+    assert script.result_key("normal", "markov", 0.999) == "normal/markov+ema0.999"
+    assert script.result_key("vamp", "published", None) == script.result_key("vamp", "published") == "vamp"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "ema": 0.999}) == "vamp/published+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published"}) == "vamp/published"  # rows before the key
+
+    # continuing a run with another average is refused before any model is built (data=None is never read)
+    args = argparse.Namespace(pseudo_init="uniform", prior="normal", architecture="markov", ema=0.0,
+                              checkpoint_dir=str(tmp_path / "ema"))
+    with pytest.raises(SystemExit, match="trained with --ema 0.999; pass the same"):
+        script.train(args, None)
