@@ -10,6 +10,11 @@ over seeds, with the KL of each layer (ELBO terms, one draw) and the active unit
 
     python benchmarks/hvae_optdigits.py                      # quick (10 epochs) and full (100) budgets
     python benchmarks/hvae_optdigits.py --budgets 10 --seeds 2
+    python benchmarks/hvae_optdigits.py --ema 0 0.999 --models "VAE" "top-down + path"  # weight average
+
+``--ema`` trains each model once per decay (0: none) and scores the exponential moving average
+of its weights, side by side with the last iterate; ``--models`` keeps the models whose names
+contain one of the given strings.
 
 It is the measurement behind the hierarchy's defaults (``inference``, ``merge``,
 ``top_down_path``): a default is the recipe that does best here.
@@ -36,11 +41,11 @@ CONFIGS = {
 }
 
 
-def run(name, data, epochs, seed, num_samples, device):
+def run(name, data, epochs, seed, num_samples, device, ema=0.0):
     torch.manual_seed(seed)
     model = CONFIGS[name](data.info)
     began = time.perf_counter()
-    pg.fit(model, data.train, data.valid, epochs=epochs, seed=seed, progress=False, device=device)
+    pg.fit(model, data.train, data.valid, epochs=epochs, seed=seed, progress=False, device=device, ema=ema)
     seconds = (time.perf_counter() - began) / epochs
     iwae = pg.log_likelihood(model, data.test, method="iwae", num_samples=num_samples, seed=seed)
     elbo = pg.log_likelihood(model, data.test, method="elbo", num_samples=1, seed=seed)
@@ -56,7 +61,13 @@ def main():
     parser.add_argument("--num-samples", type=int, default=100, help="k of the IWAE bound")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--ema", type=float, nargs="+", default=[0.0],
+                        help="train each model once per decay of the weight average (0: none)")
+    parser.add_argument("--models", nargs="+", default=None, help="only the models whose names contain one of these")
     args = parser.parse_args()
+    names = [name for name in CONFIGS if args.models is None or any(part in name for part in args.models)]
+    if not names:
+        parser.error(f"--models {args.models} matches none of {list(CONFIGS)}")
     torch.set_num_threads(args.threads)
     data = pg.datasets.load("optdigits")
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s); optdigits: {len(data.train)} train, "
@@ -64,14 +75,15 @@ def main():
     for epochs in args.budgets:
         print(f"\n{epochs} epochs")
         print(f"{'model':<32}{'bits/dim (mean ± sd)':>22}{'KL z2':>8}{'KL z1':>8}{'active z2, z1':>15}{'s/epoch':>9}")
-        for name in CONFIGS:
-            runs = [run(name, data, epochs, seed, args.num_samples, args.device) for seed in range(args.seeds)]
+        for name, ema in ((name, ema) for name in names for ema in args.ema):
+            runs = [run(name, data, epochs, seed, args.num_samples, args.device, ema) for seed in range(args.seeds)]
             bits = [r[0] for r in runs]
             kl = {term: statistics.mean(r[1][term] for r in runs) for term in runs[0][1]}
             active = {layer: statistics.mean(r[2][layer] for r in runs) for layer in runs[0][2]}
             spread = statistics.stdev(bits) if len(bits) > 1 else 0.0
             units = f"{shown(active.get('z2'), 1)}, {shown(active.get('z1', active.get('z')), 1)}"
-            print(f"{name:<32}{f'{statistics.mean(bits):.4f} ± {spread:.4f}':>22}"
+            label = f"{name}, ema {ema:g}" if ema else name
+            print(f"{label:<32}{f'{statistics.mean(bits):.4f} ± {spread:.4f}':>22}"
                   f"{shown(kl.get('z2'), 2):>8}{shown(kl.get('z1'), 2):>8}{units:>15}"
                   f"{statistics.median(r[3] for r in runs):>9.2f}", flush=True)
     print("\nKL: nats per digit (the one-layer VAE's estimator gives no per-layer terms); active units: of 8 (z2) "
