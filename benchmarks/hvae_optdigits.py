@@ -10,7 +10,7 @@ over seeds, with the KL of each layer (ELBO terms, one draw) and the active unit
 
     python benchmarks/hvae_optdigits.py                      # quick (10 epochs) and full (100) budgets
     python benchmarks/hvae_optdigits.py --budgets 10 --seeds 2
-    python benchmarks/hvae_optdigits.py --ema 0 0.999 --models "VAE" "top-down + path"  # weight average
+    python benchmarks/hvae_optdigits.py --ema 0 0.999 --models "VAE, 1 layer" "top-down + path"
 
 ``--ema`` trains each model once per decay (0: none) and scores the exponential moving average
 of its weights, side by side with the last iterate; ``--models`` keeps the models whose names
