@@ -43,6 +43,8 @@ scores the best epoch so far, and the results of both priors are kept in
     python benchmarks/hvae_binarized_mnist.py evaluate --prior normal --checkpoint-dir runs/hvae_normal
     python benchmarks/hvae_binarized_mnist.py train --architecture tomczak-welling --epochs 50      # runs/hvae_vamp_tomczak-welling
     python benchmarks/hvae_binarized_mnist.py evaluate --checkpoint-dir runs/hvae_vamp_tomczak-welling
+    python benchmarks/hvae_binarized_mnist.py train --ema 0.999 --epochs 50                       # runs/hvae_vamp_ema0.999
+    python benchmarks/hvae_binarized_mnist.py evaluate --ema 0.999                                # row vamp+ema0.999
     python benchmarks/hvae_binarized_mnist.py table                                               # print it again
 
 Two options of ``train`` change the recipe, to measure what matters: ``--pseudo-init data``
