@@ -399,7 +399,8 @@ def main():
                         help="train: validate and keep an exponential moving average of the weights with this "
                              "decay (0: none, the published recipe); a resumed run must pass the same. It also "
                              "names the default --checkpoint-dir (evaluate reads the decay from the checkpoint)")
-    parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<prior>)")
+    parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<row>: runs/hvae_vamp, "
+                             "runs/hvae_normal_markov, runs/hvae_vamp_ema0.999, ...)")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)

@@ -115,7 +115,8 @@ def test_a_run_with_a_weight_average_is_recorded_in_a_row_of_its_own(script, ima
     assert script.row_label({"prior": "vamp", "architecture": "published"}) == "vamp/published"  # rows before the key
 
     # continuing a run with another average is refused before any model is built (data=None is never read)
-    args = argparse.Namespace(pseudo_init="uniform", prior="normal", architecture="markov", ema=0.0,
+    architecture = script.architecture_of(script.saved_run(tmp_path / "ema")[2])  # passes the check before
+    args = argparse.Namespace(pseudo_init="uniform", prior="normal", architecture=architecture, ema=0.0,
                               checkpoint_dir=str(tmp_path / "ema"))
     with pytest.raises(SystemExit, match="trained with --ema 0.999; pass the same"):
         script.train(args, None)
