@@ -218,20 +218,15 @@ def result_key(prior: str, architecture: str, ema: float | None = None) -> str:
     return f"{key}+ema{ema:g}" if ema else key
 
 
-def average_decay(checkpoint_dir: Path) -> float | None:
-    """The decay of the weight average a run's checkpoint was trained with (None: no average)."""
-    state = pg.infer.load_checkpoint(checkpoint_dir / "last.pt", required=("model",))
-    return state["ema"]["decay"] if "ema" in state else None
-
-
-def saved_run(checkpoint_dir: Path) -> tuple[int, dict, dict | None]:
-    """The epochs in a checkpoint folder, their history and the model's config (0, nothing
-    and None for a new folder)."""
+def saved_run(checkpoint_dir: Path) -> tuple[int, dict, dict | None, float | None]:
+    """The epochs in a checkpoint folder, their history, the model's config and the decay of the
+    weight average it was trained with (0, nothing, None and None for a new folder; None: no
+    average)."""
     last = checkpoint_dir / "last.pt"
     if not last.is_file():
-        return 0, {}, None
+        return 0, {}, None, None
     state = pg.infer.load_checkpoint(last, required=("model", "epoch", "history", "config"))
-    return state["epoch"], state["history"], state["config"]
+    return state["epoch"], state["history"], state["config"], state["ema"]["decay"] if "ema" in state else None
 
 
 def best_epoch(history: dict) -> int:
@@ -253,13 +248,10 @@ def train(args, data):
         raise SystemExit("error: --pseudo-init data sets the library VampPrior's pseudo-inputs: it needs --prior vamp "
                          f"and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of its weights)")
     folder = Path(args.checkpoint_dir)
-    done, history, config = saved_run(folder)
+    done, history, config, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
                          f"--architecture {architecture_of(config)} to continue it, or choose another --checkpoint-dir")
-    if done and (average_decay(folder) or 0.0) != args.ema:
-        raise SystemExit(f"error: {folder} holds a run trained with --ema {average_decay(folder) or 0:g}; pass the same "
-                         "to continue it, or choose another --checkpoint-dir")
     if done and (done - best_epoch(history) >= args.patience or done >= args.max_epochs):
         print(f"{folder}: training ended at epoch {done} (best {best_epoch(history)}); nothing to do: run 'evaluate'")
         return
@@ -297,7 +289,7 @@ def trained_model(path: Path, architecture: str, info) -> tuple[pg.HierarchicalV
 
 def evaluate(args, data):
     folder = Path(args.checkpoint_dir)
-    done, history, config = saved_run(folder)
+    done, history, config, ema = saved_run(folder)
     if not done:
         raise SystemExit(f"error: {folder} holds no checkpoint; run 'train' first")
     best_path = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
@@ -311,7 +303,7 @@ def evaluate(args, data):
     row = {
         "prior": prior,
         "architecture": architecture,
-        "ema": average_decay(folder),
+        "ema": ema,
         "epochs_run": done,
         "best_epoch": best_epoch(history),
         "seconds_per_epoch": statistics.median(history["seconds"]),
@@ -424,7 +416,10 @@ def main():
         key = result_key(args.prior, args.architecture, args.ema)
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
-    (train if args.stage == "train" else evaluate)(args, data)
+    try:
+        (train if args.stage == "train" else evaluate)(args, data)
+    except ValueError as error:  # the library's own checks, e.g. a resume with another --ema
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":
