@@ -47,13 +47,17 @@ scores the best epoch so far, and the results of both priors are kept in
     python benchmarks/hvae_binarized_mnist.py evaluate --ema 0.999                                # row vamp+ema0.999
     python benchmarks/hvae_binarized_mnist.py table                                               # print it again
 
-Two options of ``train`` change the recipe, to measure what matters: ``--pseudo-init data``
+Options of ``train`` change the recipe, to measure what matters: ``--pseudo-init data``
 starts the VampPrior's 500 pseudo-inputs at random training images instead of the library's
-uniform noise, and ``--ema D`` validates, checkpoints and scores an exponential moving average
-of the weights with decay ``D``. Give such a run its own ``--checkpoint-dir``. ``evaluate``
-reads the average's decay from the checkpoint and records the run in a row of its own
-(``vamp+ema0.999``); a run with ``--pseudo-init data`` leaves no trace in its checkpoint, so
-evaluate it with ``--no-record``: its row would take the place of the published recipe's.
+uniform noise; ``--pseudo-init clamped`` starts them at 0.05 ± 0.01 and has the encoder read
+them clamped to [0, 1] (``pseudo_inputs="clamped"``, Tomczak & Welling's final code); and
+``--ema D`` validates, checkpoints and scores an exponential moving average of the weights
+with decay ``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the
+clamped form and the decay, e.g. ``runs/hvae_vamp-clamped_ema0.999``). ``evaluate`` reads
+the form and the decay from the checkpoint and records the run in a row of its own
+(``vamp+ema0.999``, ``vamp-clamped+ema0.999``); a run with ``--pseudo-init data`` leaves no
+trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
+the published recipe's.
 
 Training stops for good when the validation ELBO has not improved for ``--patience`` epochs
 or at ``--max-epochs``; a further ``train`` then says so and does nothing. ``--threads``
@@ -195,11 +199,12 @@ def published_networks(prior: str, info) -> pg.HierarchicalVAE:
     return model
 
 
-def build(prior: str, info, architecture: str = "published") -> pg.HierarchicalVAE:
+def build(prior: str, info, architecture: str = "published", pseudo_inputs: str = "uniform") -> pg.HierarchicalVAE:
     if architecture == EXACT:
         return published_networks(prior, info)
     return pg.HierarchicalVAE(info, (40, 40), inference="top-down", prior=prior, num_pseudo_inputs=500,
-                              hidden=(300, 300), activation="gated", **ARCHITECTURES[architecture])
+                              pseudo_inputs=pseudo_inputs, hidden=(300, 300), activation="gated",
+                              **ARCHITECTURES[architecture])
 
 
 def architecture_of(config: dict | None) -> str:
@@ -211,9 +216,11 @@ def architecture_of(config: dict | None) -> str:
     return next((name for name, value in ARCHITECTURES.items() if value == options), "other")
 
 
-def result_key(prior: str, architecture: str, ema: float | None = None) -> str:
-    """The row of the results: the prior alone for the published architecture, and the weight
+def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform") -> str:
+    """The row of the results: the prior alone for the published architecture, the VampPrior's
+    pseudo-inputs where they are not the library's default (``vamp-clamped``), and the weight
     average's decay where the run kept one (``vamp+ema0.999``)."""
+    prior = prior if pseudo_inputs == "uniform" else f"{prior}-{pseudo_inputs}"
     key = prior if architecture == "published" else f"{prior}/{architecture}"
     return f"{key}+ema{ema:g}" if ema else key
 
@@ -244,9 +251,10 @@ def start_at_training_images(model: pg.HierarchicalVAE, train: torch.Tensor, see
 
 
 def train(args, data):
-    if args.pseudo_init == "data" and (args.prior != "vamp" or args.architecture == EXACT):
-        raise SystemExit("error: --pseudo-init data sets the library VampPrior's pseudo-inputs: it needs --prior vamp "
-                         f"and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of its weights)")
+    if args.pseudo_init != "uniform" and (args.prior != "vamp" or args.architecture == EXACT):
+        raise SystemExit(f"error: --pseudo-init {args.pseudo_init} sets the library VampPrior's pseudo-inputs: it needs "
+                         f"--prior vamp and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of "
+                         "its weights)")
     folder = Path(args.checkpoint_dir)
     done, history, config, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema
     if done and architecture_of(config) != args.architecture:
@@ -257,7 +265,7 @@ def train(args, data):
         return
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
-    model = build(args.prior, data.info, args.architecture)
+    model = build(args.prior, data.info, args.architecture, "clamped" if args.pseudo_init == "clamped" else "uniform")
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
@@ -303,6 +311,7 @@ def evaluate(args, data):
     row = {
         "prior": prior,
         "architecture": architecture,
+        "pseudo_inputs": (config or {}).get("pseudo_inputs", "uniform"),
         "ema": ema,
         "epochs_run": done,
         "best_epoch": best_epoch(history),
@@ -323,7 +332,7 @@ def evaluate(args, data):
     print(elbo)
     print(units)
     results = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    results[result_key(row["prior"], row["architecture"], row["ema"])] = row
+    results[result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"])] = row
     if not args.no_record:
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
@@ -340,7 +349,8 @@ def row_architecture(row: dict) -> str:
 
 def row_label(row: dict) -> str:
     """A recorded row's name in the table: prior/architecture, then the weight average if any."""
-    label = f"{row['prior']}/{row_architecture(row)}"
+    prior = row["prior"] if row.get("pseudo_inputs", "uniform") == "uniform" else f"{row['prior']}-{row['pseudo_inputs']}"
+    label = f"{prior}/{row_architecture(row)}"
     return f"{label}+ema{row['ema']:g}" if row.get("ema") else label
 
 
@@ -384,9 +394,10 @@ def main():
                         help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)), "
                              "markov (z2 -> z1 -> x, ladder merge) or tomczak-welling (their networks, "
                              "optimizer and pseudo-inputs exactly); evaluate reads it from the checkpoint")
-    parser.add_argument("--pseudo-init", default="uniform", choices=["uniform", "data"],
+    parser.add_argument("--pseudo-init", default="uniform", choices=["uniform", "data", "clamped"],
                         help="train, published architecture: the VampPrior's pseudo-inputs start uniform in "
-                             "[0, 1] (the library's default) or at random training images")
+                             "[0, 1] (the library's default), at random training images, or (clamped) at 0.05 ± "
+                             "0.01 and read clamped to [0, 1], as in Tomczak & Welling's final code (a row of its own)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train: validate and keep an exponential moving average of the weights with this "
                              "decay (0: none, the published recipe); a resumed run must pass the same. It also "
@@ -413,7 +424,7 @@ def main():
         return
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999
-        key = result_key(args.prior, args.architecture, args.ema)
+        key = result_key(args.prior, args.architecture, args.ema, "clamped" if args.pseudo_init == "clamped" else "uniform")
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:

@@ -99,18 +99,28 @@ class VampPrior(nn.Module):
         of the encoder's diagonal Normal (the VAE passes its own encoder head).
     :param pseudo_inputs: initial pseudo-inputs, shape ``(K,) + event_shape``, in the
         encoder's input space.
+    :param bounds: ``(low, high)``: the encoder reads the pseudo-inputs clamped to this range
+        (a hardtanh: a pixel pushed past a bound stays there, with no gradient), as Tomczak &
+        Welling's final code keeps them in ``[0, 1]``; ``None``: read as they are.
 
     References:
         Tomczak, Welling (2018). VAE with a VampPrior. AISTATS.
     """
 
-    def __init__(self, posterior, pseudo_inputs: torch.Tensor):
+    def __init__(self, posterior, pseudo_inputs: torch.Tensor, bounds: tuple[float, float] | None = None):
         super().__init__()
+        if bounds is not None and not (len(bounds) == 2 and float(bounds[0]) < float(bounds[1])):
+            raise ValueError(f"bounds must be None or (low, high) with low < high, got {bounds!r}")
         self.posterior = posterior
         self.pseudo_inputs = nn.Parameter(pseudo_inputs.clone())
+        self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs as the encoder reads them (clamped to ``bounds`` where given)."""
+        return self.pseudo_inputs if self.bounds is None else self.pseudo_inputs.clamp(*self.bounds)
 
     def forward(self):
-        loc, scale = self.posterior(self.pseudo_inputs)
+        loc, scale = self.posterior(self.inputs())
         return DiagonalNormalMixture(torch.zeros(loc.shape[0], device=loc.device, dtype=loc.dtype), loc, scale)
 
 

@@ -129,7 +129,7 @@ from ..checks import boolean, choice, layer_sizes, positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers, side_by_side
 from .base import DecoderModel, register_family
-from .priors import resolve_prior
+from .priors import check_pseudo_inputs, resolve_prior
 
 __all__ = [
     "GaussianConditional",
@@ -398,6 +398,10 @@ class HierarchicalVAE(DecoderModel):
         bottom-up guide, whose :math:`q(z_L \mid x)` has no closed form, the component of
         :math:`u_k` passes the posterior means of the layers below up the chain.
     :param num_pseudo_inputs: the VampPrior's pseudo-inputs (Tomczak & Welling use 500).
+    :param pseudo_inputs: ``"uniform"`` (default: they start uniform in ``[0, 1]`` and the
+        encoder reads them as they are) or ``"clamped"`` (they start at ``0.05 ± 0.01`` and the
+        encoder reads them clamped to ``[0, 1]``, as in Tomczak & Welling's final code; discrete
+        data only). Read only with ``prior="vamp"``.
     :param likelihood: ``None`` (follow the data's support, as the VAE does), a name, a
         :class:`~probgen.distributions.Likelihood`, or a callable from the decoder's output
         to a distribution over one data point.
@@ -461,6 +465,7 @@ class HierarchicalVAE(DecoderModel):
         merge: str | None = None,
         prior="normal",
         num_pseudo_inputs: int = 50,
+        pseudo_inputs: str = "uniform",
         likelihood: str | Likelihood | Callable | None = None,
         num_levels: int | None = None,
         hidden: Sequence[int] = (256, 256),
@@ -508,6 +513,7 @@ class HierarchicalVAE(DecoderModel):
             raise TypeError(f"likelihood must be None, a name, a Likelihood or a callable, got {type(likelihood).__name__}")
         if decoder is None and not isinstance(likelihood, Likelihood):
             raise ValueError("a callable likelihood needs a decoder: pass decoder=... whose output it reads")
+        check_pseudo_inputs(pseudo_inputs, likelihood)
         super().__init__(data, likelihood, support_stated=likelihood_name is not None)
         self.latent_dims = latent_dims
         self.inference = inference
@@ -544,7 +550,7 @@ class HierarchicalVAE(DecoderModel):
             decoder = MLPDecoder(state_dims[0], likelihood.num_outputs, after_path[::-1], activation)
         self.decoder = decoder
         self.prior = resolve_prior(prior, latent_dims[-1], self._top_posterior_params, event_shape,
-                                   num_pseudo_inputs=num_pseudo_inputs)
+                                   num_pseudo_inputs=num_pseudo_inputs, pseudo_inputs=pseudo_inputs)
 
         if rebuildable:
             self.config = {
@@ -556,6 +562,7 @@ class HierarchicalVAE(DecoderModel):
                 "merge": merge.value,
                 "prior": prior,
                 "num_pseudo_inputs": num_pseudo_inputs,
+                "pseudo_inputs": pseudo_inputs,
                 "likelihood": likelihood_name,
                 "num_levels": num_levels,
                 "hidden": list(hidden),

@@ -16,7 +16,7 @@ from torch import nn
 from ..distributions import MixturePrior, StandardNormalPrior, VampPrior, check_prior
 from ..flows import FLOW_KINDS, prior as flow_prior
 
-__all__ = ["FixedPrior", "CallablePrior", "resolve_prior", "move_distribution"]
+__all__ = ["FixedPrior", "CallablePrior", "resolve_prior", "move_distribution", "PSEUDO_INPUTS", "check_pseudo_inputs"]
 
 
 def move_distribution(d: torch.distributions.Distribution, device) -> torch.distributions.Distribution:
@@ -67,13 +67,33 @@ class CallablePrior(nn.Module):
         return self.fn()
 
 
+#: How a VampPrior's pseudo-inputs start and what the encoder reads: ``"uniform"`` (uniform in
+#: ``[0, 1]``, read as they are) or ``"clamped"`` (``0.05 ± 0.01``, read clamped to ``[0, 1]``:
+#: Tomczak & Welling's final code; for discrete data, whose network inputs lie in ``[0, 1]``).
+PSEUDO_INPUTS = ("uniform", "clamped")
+
+
+def check_pseudo_inputs(pseudo_inputs, likelihood) -> str:
+    """Raise a clear error unless ``pseudo_inputs`` is one of :data:`PSEUDO_INPUTS` and suits
+    the model's ``likelihood`` (``"clamped"`` needs discrete data, read in ``[0, 1]``); return it."""
+    if not isinstance(pseudo_inputs, str) or pseudo_inputs not in PSEUDO_INPUTS:
+        raise ValueError(f"pseudo_inputs must be one of {list(PSEUDO_INPUTS)}, got {pseudo_inputs!r}")
+    info = getattr(likelihood, "info", None)
+    if pseudo_inputs == "clamped" and (info is None or not info.is_discrete):
+        what = f"this data is {info.support}-valued" if info is not None else "a callable likelihood reads raw data"
+        raise ValueError("pseudo_inputs='clamped' keeps the pseudo-inputs in [0, 1], where the encoder reads discrete "
+                         f"data; {what}: use pseudo_inputs='uniform'")
+    return pseudo_inputs
+
+
 def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=None, *,
-                  num_pseudo_inputs: int = 50) -> nn.Module:
+                  num_pseudo_inputs: int = 50, pseudo_inputs: str = "uniform") -> nn.Module:
     """Turn any accepted prior specification into a module whose ``forward()`` returns it.
 
     :param posterior_params: the encoder head ``x -> (loc, scale)`` a VampPrior reads.
     :param event_shape: the data's shape, for a VampPrior's pseudo-inputs.
     :param num_pseudo_inputs: how many pseudo-inputs a VampPrior learns.
+    :param pseudo_inputs: how they start and what the encoder reads (:data:`PSEUDO_INPUTS`).
     """
     if prior is None or prior == "normal":
         return StandardNormalPrior(latent_dim)
@@ -84,8 +104,9 @@ def resolve_prior(prior, latent_dim: int, posterior_params=None, event_shape=Non
     if prior == "vamp":
         if posterior_params is None:
             raise ValueError("the 'vamp' prior needs an encoder: only a VAE or a HierarchicalVAE takes it")
-        pseudo_inputs = torch.rand(num_pseudo_inputs, *event_shape)
-        return VampPrior(posterior_params, pseudo_inputs)
+        if pseudo_inputs == "clamped":  # Tomczak & Welling's final form
+            return VampPrior(posterior_params, 0.05 + 0.01 * torch.randn(num_pseudo_inputs, *event_shape), (0.0, 1.0))
+        return VampPrior(posterior_params, torch.rand(num_pseudo_inputs, *event_shape))
     if isinstance(prior, str):
         raise ValueError(
             f"unknown prior {prior!r}; expected 'normal', 'mixture', 'vamp', a flow kind {list(FLOW_KINDS)}, "

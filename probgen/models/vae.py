@@ -38,7 +38,7 @@ from ..distributions import (
 from ..flows import build as build_flow
 from ..nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from .base import DecoderModel, register_family
-from .priors import resolve_prior
+from .priors import check_pseudo_inputs, resolve_prior
 
 __all__ = ["VAE", "DecoderMean"]
 
@@ -93,6 +93,10 @@ class VAE(DecoderModel):
         with event shape ``(latent_dim,)``, or a module/callable returning one.
     :param num_pseudo_inputs: the VampPrior's pseudo-inputs (Tomczak & Welling use 500 on
         MNIST); read only with ``prior="vamp"``.
+    :param pseudo_inputs: ``"uniform"`` (default: they start uniform in ``[0, 1]`` and the
+        encoder reads them as they are) or ``"clamped"`` (they start at ``0.05 ± 0.01`` and the
+        encoder reads them clamped to ``[0, 1]``, as in Tomczak & Welling's final code; discrete
+        data only). Read only with ``prior="vamp"``.
     :param posterior: ``"normal"`` (diagonal Normal, default), ``"iaf"``, ``"nsf"`` (an inverse
         autoregressive spline), ``"realnvp"``, ``"nsf_coupling"`` (two conditional flow steps
         each), or a conditional flow (e.g. ``pg.flows.build("iaf", latent_dim, context_dim=F,
@@ -130,6 +134,7 @@ class VAE(DecoderModel):
         num_levels: int | None = None,
         prior="normal",
         num_pseudo_inputs: int = 50,
+        pseudo_inputs: str = "uniform",
         posterior="normal",
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
@@ -155,6 +160,7 @@ class VAE(DecoderModel):
         self.latent_dim = positive_int(latent_dim, "latent_dim")
         hidden = layer_sizes(hidden, "hidden")
         positive_int(num_pseudo_inputs, "num_pseudo_inputs")
+        check_pseudo_inputs(pseudo_inputs, likelihood)
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
@@ -177,7 +183,7 @@ class VAE(DecoderModel):
                 decoder = ConvDecoder(self.latent_dim, event_shape, likelihood.num_params)
         self.decoder = decoder
         self.prior = resolve_prior(prior, self.latent_dim, self._posterior_params, event_shape,
-                                   num_pseudo_inputs=num_pseudo_inputs)
+                                   num_pseudo_inputs=num_pseudo_inputs, pseudo_inputs=pseudo_inputs)
 
         if rebuildable:
             self.config = {
@@ -188,6 +194,7 @@ class VAE(DecoderModel):
                 "num_levels": num_levels,
                 "prior": prior,
                 "num_pseudo_inputs": num_pseudo_inputs,
+                "pseudo_inputs": pseudo_inputs,
                 "posterior": posterior,
                 "network": network,
                 "hidden": list(hidden),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyro
+import pytest
 import pyro.distributions as dist
 import torch
 
@@ -48,3 +49,17 @@ def test_the_named_mixture_priors_use_it():
     vamp = VampPrior(lambda u: (u.flatten(1)[:, :3], torch.ones(len(u), 3)), torch.rand(6, 2, 2))
     prior = vamp()
     assert isinstance(prior, DiagonalNormalMixture) and prior.locs.shape == (6, 3)
+
+
+def test_a_vamp_prior_with_bounds_reads_its_pseudo_inputs_clamped_and_a_pinned_pixel_gets_no_gradient():
+    start = torch.tensor([[[-0.5, 0.25], [0.75, 1.5]]])  # one pseudo-input, two pixels outside [0, 1]
+    vamp = VampPrior(lambda u: (u.flatten(1), torch.ones(len(u), 4)), start, bounds=(0.0, 1.0))
+    prior = vamp()
+    torch.testing.assert_close(prior.locs, torch.tensor([[0.0, 0.25, 0.75, 1.0]]))
+    prior.locs.sum().backward()
+    torch.testing.assert_close(vamp.pseudo_inputs.grad.flatten(), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    free = VampPrior(lambda u: (u.flatten(1), torch.ones(len(u), 4)), start)
+    torch.testing.assert_close(free().locs, start.flatten(1))
+    for bounds in [(1.0, 0.0), (0.0,)]:
+        with pytest.raises(ValueError, match=r"bounds must be None or \(low, high\) with low < high"):
+            VampPrior(lambda u: u, start, bounds=bounds)

@@ -287,6 +287,30 @@ def test_any_top_prior_trains(digits, prior):
         assert hvae.prior.pseudo_inputs.shape == (7, 8, 8)
 
 
+@pytest.mark.parametrize("inference", ["top-down", "bottom-up"])
+def test_clamped_pseudo_inputs_start_near_black_stay_in_the_unit_interval_and_a_checkpoint_keeps_them(
+        digits, tmp_path, inference):
+    hvae = small_hvae(inference, prior="vamp", num_pseudo_inputs=7, pseudo_inputs="clamped")
+    u = hvae.prior.pseudo_inputs
+    assert abs(u.mean().item() - 0.05) < 0.005 and 0.005 < u.std().item() < 0.015
+    pg.fit(hvae, digits.train[:512], epochs=3, lr=0.05, checkpoint_dir=tmp_path, progress=False)
+    assert (hvae.prior.pseudo_inputs < 0).any()  # pushed below the bound, yet the encoder reads 0
+    read = hvae.prior.inputs()
+    assert read.min() >= 0 and read.max() <= 1
+    torch.testing.assert_close(hvae.prior().locs, hvae._top_posterior_params(read)[0])
+    rebuilt = pg.load_model(tmp_path / "last.pt")
+    assert rebuilt.config["pseudo_inputs"] == "clamped" and rebuilt.prior.bounds == (0.0, 1.0)
+    torch.testing.assert_close(rebuilt.prior().locs, hvae.cpu().prior().locs)
+
+
+def test_clamped_pseudo_inputs_need_discrete_data_and_a_known_name():
+    with pytest.raises(ValueError, match=r"pseudo_inputs='clamped' keeps the pseudo-inputs in \[0, 1\].*this data is "
+                                         r"real-valued: use pseudo_inputs='uniform'"):
+        pg.HierarchicalVAE(pg.DataInfo((5,)), (4, 2), prior="vamp", pseudo_inputs="clamped")
+    with pytest.raises(ValueError, match=r"pseudo_inputs must be one of \['uniform', 'clamped'\], got 'clip'"):
+        small_hvae(prior="vamp", pseudo_inputs="clip")
+
+
 def test_bottom_up_vamp_prior_reads_the_chain_of_posterior_means(digits):
     hvae = small_hvae("bottom-up", prior="vamp", num_pseudo_inputs=5)
     u = hvae.prior.pseudo_inputs

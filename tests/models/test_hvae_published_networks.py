@@ -112,3 +112,9 @@ def test_a_run_with_a_weight_average_is_recorded_in_a_row_of_its_own(script, ima
     assert script.result_key("vamp", "published", None) == script.result_key("vamp", "published") == "vamp"
     assert script.row_label({"prior": "vamp", "architecture": "published", "ema": 0.999}) == "vamp/published+ema0.999"
     assert script.row_label({"prior": "vamp", "architecture": "published"}) == "vamp/published"  # rows before the key
+    # clamped pseudo-inputs (train --pseudo-init clamped) are a recipe of their own, read from the model's config
+    assert script.result_key("vamp", "published", 0.999, "clamped") == "vamp-clamped+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped",
+                             "ema": 0.999}) == "vamp-clamped/published+ema0.999"
+    clamped = script.build("vamp", INFO, "published", "clamped")
+    assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)

@@ -109,6 +109,21 @@ def test_the_vamp_prior_takes_its_number_of_pseudo_inputs_and_a_checkpoint_keeps
         small_vae(prior="vamp", num_pseudo_inputs=0)
 
 
+def test_clamped_pseudo_inputs_are_read_in_the_unit_interval_and_a_checkpoint_keeps_them(digits, tmp_path):
+    vae = small_vae(prior="vamp", num_pseudo_inputs=7, pseudo_inputs="clamped")
+    assert abs(vae.prior.pseudo_inputs.mean().item() - 0.05) < 0.005
+    with torch.no_grad():
+        vae.prior.pseudo_inputs[0] = 2.0  # read as a white image
+    loc, _ = vae._posterior_params(torch.ones(1, 8, 8))
+    torch.testing.assert_close(vae.prior().locs[:1], loc)
+    pg.fit(vae, digits.train[:256], epochs=1, checkpoint_dir=tmp_path, progress=False)
+    rebuilt = pg.load_model(tmp_path / "last.pt")
+    assert rebuilt.config["pseudo_inputs"] == "clamped"
+    torch.testing.assert_close(rebuilt.prior().locs, vae.cpu().prior().locs)
+    with pytest.raises(ValueError, match=r"this data is real-valued: use pseudo_inputs='uniform'"):
+        pg.VAE(pg.DataInfo((5,)), 2, prior="vamp", pseudo_inputs="clamped")
+
+
 def test_a_user_prior_module_returning_a_distribution_is_used(digits):
     class LearnedScale(torch.nn.Module):
         def __init__(self):
