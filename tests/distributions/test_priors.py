@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pyro
-import pytest
 import pyro.distributions as dist
+import pytest
 import torch
 
 from probgen.distributions import DiagonalNormalMixture, MixturePrior, VampPrior
