@@ -216,11 +216,23 @@ def architecture_of(config: dict | None) -> str:
     return next((name for name, value in ARCHITECTURES.items() if value == options), "other")
 
 
+def prior_name(prior: str, pseudo_inputs: str = "uniform") -> str:
+    """The prior as rows name it: ``vamp``, or ``vamp-clamped`` for pseudo-inputs not of the
+    library's default form."""
+    return prior if pseudo_inputs == "uniform" else f"{prior}-{pseudo_inputs}"
+
+
+def library_pseudo_inputs(pseudo_init: str) -> str:
+    """The library's ``pseudo_inputs`` a ``--pseudo-init`` choice builds (``data`` sets the
+    default form's values afterwards)."""
+    return "clamped" if pseudo_init == "clamped" else "uniform"
+
+
 def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform") -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
     pseudo-inputs where they are not the library's default (``vamp-clamped``), and the weight
     average's decay where the run kept one (``vamp+ema0.999``)."""
-    prior = prior if pseudo_inputs == "uniform" else f"{prior}-{pseudo_inputs}"
+    prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
     return f"{key}+ema{ema:g}" if ema else key
 
@@ -265,7 +277,7 @@ def train(args, data):
         return
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
-    model = build(args.prior, data.info, args.architecture, "clamped" if args.pseudo_init == "clamped" else "uniform")
+    model = build(args.prior, data.info, args.architecture, library_pseudo_inputs(args.pseudo_init))
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
@@ -349,8 +361,7 @@ def row_architecture(row: dict) -> str:
 
 def row_label(row: dict) -> str:
     """A recorded row's name in the table: prior/architecture, then the weight average if any."""
-    prior = row["prior"] if row.get("pseudo_inputs", "uniform") == "uniform" else f"{row['prior']}-{row['pseudo_inputs']}"
-    label = f"{prior}/{row_architecture(row)}"
+    label = f"{prior_name(row['prior'], row.get('pseudo_inputs', 'uniform'))}/{row_architecture(row)}"
     return f"{label}+ema{row['ema']:g}" if row.get("ema") else label
 
 
@@ -424,7 +435,7 @@ def main():
         return
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999
-        key = result_key(args.prior, args.architecture, args.ema, "clamped" if args.pseudo_init == "clamped" else "uniform")
+        key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init))
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:
