@@ -59,6 +59,11 @@ the form and the decay from the checkpoint and records the run in a row of its o
 trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
 the published recipe's.
 
+``--seed N`` (default 0) trains a replicate of a recipe from other initial weights and another
+data order, to measure how far two runs of one recipe differ; it names its own folder and row
+(``runs/hvae_vamp-clamped_ema0.999_seed1``, ``vamp-clamped+ema0.999+seed1``), and ``evaluate``
+reads the seed from the checkpoint.
+
 Training stops for good when the validation ELBO has not improved for ``--patience`` epochs
 or at ``--max-epochs``; a further ``train`` then says so and does nothing. ``--threads``
 (default 1) sets torch's CPU threads: the seconds per epoch in the table are measured with
@@ -78,6 +83,7 @@ import shlex
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -228,24 +234,41 @@ def library_pseudo_inputs(pseudo_init: str) -> str:
     return "clamped" if pseudo_init == "clamped" else "uniform"
 
 
-def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform") -> str:
+def replicate(ema: float | None = None, seed: int = 0) -> str:
+    """What a row's name adds after the recipe: the weight average's decay where the run kept one
+    (``+ema0.999``) and the seed where it is not 0 (``+seed1``, a replicate of the recipe)."""
+    return (f"+ema{ema:g}" if ema else "") + (f"+seed{seed}" if seed else "")
+
+
+def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform",
+               seed: int = 0) -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
-    pseudo-inputs where they are not the library's default (``vamp-clamped``), and the weight
-    average's decay where the run kept one (``vamp+ema0.999``)."""
+    pseudo-inputs where they are not the library's default (``vamp-clamped``), then
+    :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``)."""
     prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
-    return f"{key}+ema{ema:g}" if ema else key
+    return key + replicate(ema, seed)
 
 
-def saved_run(checkpoint_dir: Path) -> tuple[int, dict, dict | None, float | None]:
-    """The epochs in a checkpoint folder, their history, the model's config and the decay of the
-    weight average it was trained with (0, nothing, None and None for a new folder; None: no
-    average)."""
+class SavedRun(NamedTuple):
+    """What a checkpoint folder holds: its epochs (0 for a new folder), their history, the
+    model's config, the decay of the weight average it was trained with (None: no average) and
+    the seed it was trained with."""
+
+    epochs: int
+    history: dict
+    config: dict | None
+    ema: float | None
+    seed: int
+
+
+def saved_run(checkpoint_dir: Path) -> SavedRun:
     last = checkpoint_dir / "last.pt"
     if not last.is_file():
-        return 0, {}, None, None
+        return SavedRun(0, {}, None, None, 0)
     state = pg.infer.load_checkpoint(last, required=("model", "epoch", "history", "config"))
-    return state["epoch"], state["history"], state["config"], state["ema"]["decay"] if "ema" in state else None
+    return SavedRun(state["epoch"], state["history"], state["config"],
+                    state["ema"]["decay"] if "ema" in state else None, state.get("seed", 0))
 
 
 def best_epoch(history: dict) -> int:
@@ -268,7 +291,7 @@ def train(args, data):
                          f"--prior vamp and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of "
                          "its weights)")
     folder = Path(args.checkpoint_dir)
-    done, history, config, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema
+    done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
                          f"--architecture {architecture_of(config)} to continue it, or choose another --checkpoint-dir")
@@ -309,7 +332,7 @@ def trained_model(path: Path, architecture: str, info) -> tuple[pg.HierarchicalV
 
 def evaluate(args, data):
     folder = Path(args.checkpoint_dir)
-    done, history, config, ema = saved_run(folder)
+    done, history, config, ema, seed = saved_run(folder)
     if not done:
         raise SystemExit(f"error: {folder} holds no checkpoint; run 'train' first")
     best_path = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
@@ -325,6 +348,7 @@ def evaluate(args, data):
         "architecture": architecture,
         "pseudo_inputs": (config or {}).get("pseudo_inputs", "uniform"),
         "ema": ema,
+        "seed": seed,
         "epochs_run": done,
         "best_epoch": best_epoch(history),
         "seconds_per_epoch": statistics.median(history["seconds"]),
@@ -344,7 +368,7 @@ def evaluate(args, data):
     print(elbo)
     print(units)
     results = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    results[result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"])] = row
+    results[result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"])] = row
     if not args.no_record:
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
@@ -360,9 +384,9 @@ def row_architecture(row: dict) -> str:
 
 
 def row_label(row: dict) -> str:
-    """A recorded row's name in the table: prior/architecture, then the weight average if any."""
+    """A recorded row's name in the table: prior/architecture, then :func:`replicate`."""
     label = f"{prior_name(row['prior'], row.get('pseudo_inputs', 'uniform'))}/{row_architecture(row)}"
-    return f"{label}+ema{row['ema']:g}" if row.get("ema") else label
+    return label + replicate(row.get("ema"), row.get("seed", 0))
 
 
 def table(results: dict) -> str:
@@ -371,7 +395,7 @@ def table(results: dict) -> str:
               f"{'-ELBO':>9}{'KL z2':>8}{'KL z1':>8}{'active z2/z1':>14}{'published':>11}")
     lines = [header, "-" * len(header)]
     for row in sorted(results.values(), key=lambda row: (row_architecture(row) != "published", row["prior"] != "vamp",
-                                                     bool(row.get("ema")))):
+                                                     bool(row.get("ema")), row.get("seed", 0))):
         units = row["active_units"]
         published = f"{PUBLISHED[row['prior']]:.2f}" if row["prior"] in PUBLISHED else "-"
         lines.append(
@@ -426,7 +450,10 @@ def main():
     parser.add_argument("--download", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="train: seeds the weights and the data order; a seed other than 0 is a replicate of "
+                             "the recipe, with its own default --checkpoint-dir and row (+seed1); evaluate reads it "
+                             "from the checkpoint")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     if args.stage == "table":
@@ -434,8 +461,8 @@ def main():
         print(table(json.loads(path.read_text())) if path.is_file() else f"no results recorded yet in {path}")
         return
     torch.set_num_threads(args.threads)
-    if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999
-        key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init))
+    if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1
+        key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init), args.seed)
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:

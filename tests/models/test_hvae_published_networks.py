@@ -98,14 +98,15 @@ def test_pseudo_inputs_can_start_at_distinct_training_images(script):
     assert int(matches.any(0).sum()) == 500
 
 
-def test_a_run_with_a_weight_average_is_recorded_in_a_row_of_its_own(script, images, tmp_path):
+def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its_own(script, images, tmp_path):
     small = pg.HierarchicalVAE(INFO, (4, 2), hidden=(16,), prior="normal")
     pg.fit(small, images[:100], images[100:], epochs=1, batch_size=50, ema=0.999, checkpoint_dir=tmp_path / "ema",
            progress=False, seed=0)
     pg.fit(small, images[:100], images[100:], epochs=1, batch_size=50, checkpoint_dir=tmp_path / "plain",
-           progress=False, seed=0)
-    assert script.saved_run(tmp_path / "ema")[3] == 0.999
-    assert script.saved_run(tmp_path / "plain")[3] is None
+           progress=False, seed=3)
+    assert script.saved_run(tmp_path / "ema")[3:] == (0.999, 0)
+    assert script.saved_run(tmp_path / "plain")[3:] == (None, 3)
+    assert script.saved_run(tmp_path / "none") == (0, {}, None, None, 0)
 
     assert script.result_key("vamp", "published", 0.999) == "vamp+ema0.999"
     assert script.result_key("normal", "markov", 0.999) == "normal/markov+ema0.999"
@@ -116,5 +117,11 @@ def test_a_run_with_a_weight_average_is_recorded_in_a_row_of_its_own(script, ima
     assert script.result_key("vamp", "published", 0.999, "clamped") == "vamp-clamped+ema0.999"
     assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped",
                              "ema": 0.999}) == "vamp-clamped/published+ema0.999"
+    # a replicate of a recipe from another seed (train --seed 1) is a row of its own; seed 0 names none
+    assert script.result_key("vamp", "published", 0.999, "clamped", 1) == "vamp-clamped+ema0.999+seed1"
+    assert script.result_key("vamp", "published", 0.999, "clamped", 0) == "vamp-clamped+ema0.999"
+    assert script.result_key("normal", "published", None, "uniform", 2) == "normal+seed2"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped",
+                             "ema": 0.999, "seed": 1}) == "vamp-clamped/published+ema0.999+seed1"
     clamped = script.build("vamp", INFO, "published", "clamped")
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
