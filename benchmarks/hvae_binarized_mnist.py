@@ -59,6 +59,11 @@ the form and the decay from the checkpoint and records the run in a row of its o
 trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
 the published recipe's.
 
+``evaluate`` also keeps each test image's NLL beside the checkpoint
+(``test_nll_k5000_n10000.pt``); ``paired --checkpoint-dir A --against B`` prints the two runs'
+mean difference on the same images with its paired standard error, far smaller than the
+± over images in the table.
+
 ``--seed N`` (default 0) trains a replicate of a recipe from other initial weights and another
 data order, to measure how far two runs of one recipe differ; it names its own folder and row
 (``runs/hvae_vamp-clamped_ema0.999_seed1``, ``vamp-clamped+ema0.999+seed1``), and ``evaluate``
@@ -365,8 +370,10 @@ def evaluate(args, data):
         "recorded": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {pg.infer.resolve_device(args.device)}, torch {torch.__version__}",
     }
+    scores = save_scores(folder, -iwae.pointwise, args.num_samples)
     print(elbo)
     print(units)
+    print(f"per-image test NLL saved to {scores} (compare runs on them with 'paired')")
     results = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
     results[result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"])] = row
     if not args.no_record:
@@ -376,6 +383,46 @@ def evaluate(args, data):
     if not args.no_record:
         RESULTS.with_suffix(".txt").write_text(text + "\n")
         print(f"wrote {RESULTS.with_suffix('.json')} and {RESULTS.with_suffix('.txt')}")
+
+
+def scores_path(folder: Path, num_samples: int, num_test: int) -> Path:
+    """Where ``evaluate`` keeps a run's per-image test NLL for ``num_test`` images at k = ``num_samples``."""
+    return folder / f"test_nll_k{num_samples}_n{num_test}.pt"
+
+
+def save_scores(folder: Path, nll: torch.Tensor, num_samples: int) -> Path:
+    path = scores_path(folder, num_samples, len(nll))
+    torch.save({"nll": nll.detach().double().cpu(), "num_samples": num_samples}, path)
+    return path
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """The mean of ``a - b`` over the same images and its standard error: two runs scored on one
+    test set differ by far less than either's error over images, which is mostly how hard the
+    images are."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same images: got {len(a)} and {len(b)} values")
+    difference = (a - b).double()
+    return difference.mean().item(), difference.std().item() / len(difference) ** 0.5
+
+
+def paired(args, test_size: int) -> str:
+    """The two runs' test NLL on the same images and their paired difference."""
+    folders = [Path(args.checkpoint_dir), Path(args.against)]
+    num_test = min(args.num_test or test_size, test_size)
+    paths = [scores_path(folder, args.num_samples, num_test) for folder in folders]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: no per-image scores at {', '.join(missing)}: run 'evaluate --checkpoint-dir FOLDER' "
+                         f"with --num-samples {args.num_samples}" + (f" --num-test {num_test}" if num_test < test_size else ""))
+    a, b = (torch.load(path, weights_only=True)["nll"] for path in paths)
+    mean, stderr = paired_difference(a, b)
+    width = max(len(str(folder)) for folder in folders)
+    lines = [f"test NLL (nats), -IWAE with k = {args.num_samples} on the same {len(a)} test images"]
+    lines += [f"  {folder!s:<{width}}  {values.mean().item():8.3f} ± {values.std().item() / len(values) ** 0.5:.3f}"
+              for folder, values in zip(folders, (a, b))]
+    lines.append(f"  difference (first - second): {mean:+.3f} ± {stderr:.3f} (paired standard error)")
+    return "\n".join(lines)
 
 
 def row_architecture(row: dict) -> str:
@@ -423,7 +470,7 @@ def table(results: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["train", "evaluate", "table"])
+    parser.add_argument("stage", choices=["train", "evaluate", "table", "paired"])
     parser.add_argument("--prior", default="vamp", choices=["vamp", "normal"], help="the top layer's prior")
     parser.add_argument("--architecture", default="published", choices=[*sorted(ARCHITECTURES), EXACT],
                         help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)), "
@@ -439,6 +486,7 @@ def main():
                              "names the default --checkpoint-dir (evaluate reads the decay from the checkpoint)")
     parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<row>: runs/hvae_vamp, "
                              "runs/hvae_normal_markov, runs/hvae_vamp_ema0.999, ...)")
+    parser.add_argument("--against", default=None, help="paired: the second run's --checkpoint-dir")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
@@ -459,6 +507,11 @@ def main():
     if args.stage == "table":
         path = RESULTS.with_suffix(".json")
         print(table(json.loads(path.read_text())) if path.is_file() else f"no results recorded yet in {path}")
+        return
+    if args.stage == "paired":
+        if not (args.checkpoint_dir and args.against):
+            raise SystemExit("error: paired compares two evaluated runs: pass --checkpoint-dir A --against B")
+        print(paired(args, TEST_SIZE))
         return
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1

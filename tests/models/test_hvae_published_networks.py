@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -125,3 +126,29 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
                              "ema": 0.999, "seed": 1}) == "vamp-clamped/published+ema0.999+seed1"
     clamped = script.build("vamp", INFO, "published", "clamped")
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
+
+
+def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, capsys):
+    generator = torch.Generator().manual_seed(0)
+    hardness = 80 + 10 * torch.rand(400, generator=generator, dtype=torch.float64)  # shared by both runs
+    first = hardness + 0.01 * torch.randn(400, generator=generator, dtype=torch.float64)
+    second = hardness + 0.3 + 0.01 * torch.randn(400, generator=generator, dtype=torch.float64)
+    mean, stderr = script.paired_difference(first, second)
+    assert mean == pytest.approx((first - second).mean().item())
+    assert mean == pytest.approx(-0.3, abs=0.01)
+    assert stderr < 0.002 < first.std().item() / 20  # the images' hardness cancels
+    with pytest.raises(ValueError, match="same images: got 400 and 399"):
+        script.paired_difference(first, second[:-1])
+
+    # evaluate's saved scores round-trip into the 'paired' stage, which names a missing one
+    for name, values in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        path = script.save_scores(tmp_path / name, values.float(), 5000)
+        assert path == script.scores_path(tmp_path / name, 5000, 400)
+        assert torch.equal(torch.load(path, weights_only=True)["nll"], values.float().double())
+    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=str(tmp_path / "b"), num_samples=5000, num_test=400)
+    text = script.paired(args, 10000)
+    assert "on the same 400 test images" in text and f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in text
+    args.num_samples = 1000
+    with pytest.raises(SystemExit, match="no per-image scores at .*test_nll_k1000_n400.pt.*--num-samples 1000 --num-test 400"):
+        script.paired(args, 10000)
