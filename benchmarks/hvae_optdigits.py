@@ -14,7 +14,11 @@ over seeds, with the KL of each layer (ELBO terms, one draw) and the active unit
 
 ``--ema`` trains each model once per decay (0: none) and scores the exponential moving average
 of its weights, side by side with the last iterate; ``--models`` keeps the models whose names
-contain one of the given strings.
+contain one of the given strings. ``--prior vamp`` gives every model the VampPrior (on the top
+layer of a hierarchy) and ``--pseudo-inputs uniform clamped`` trains it once per form of its
+pseudo-inputs (:class:`probgen.VAE`'s ``pseudo_inputs``)::
+
+    python benchmarks/hvae_optdigits.py --prior vamp --pseudo-inputs uniform clamped --models "VAE, 1 layer" "top-down + path"
 
 It is the measurement behind the hierarchy's defaults (``inference``, ``merge``,
 ``top_down_path``): a default is the recipe that does best here.
@@ -30,20 +34,24 @@ import torch
 
 import probgen as pg
 
+# each takes the prior's options (--prior vamp: prior, pseudo_inputs) as keywords
 CONFIGS = {
-    "VAE, 1 layer (16)": lambda info: pg.VAE(info, 16),
-    "HVAE bottom-up": lambda info: pg.HierarchicalVAE(info, (16, 8), inference="bottom-up"),
-    "HVAE bottom-up + path": lambda info: pg.HierarchicalVAE(info, (16, 8), inference="bottom-up", top_down_path=True),
-    "HVAE top-down, precision merge": lambda info: pg.HierarchicalVAE(info, (16, 8), inference="top-down",
-                                                                      merge="precision"),
-    "HVAE top-down, concat merge": lambda info: pg.HierarchicalVAE(info, (16, 8), inference="top-down", merge="concat"),
-    "HVAE top-down + path": lambda info: pg.HierarchicalVAE(info, (16, 8), inference="top-down", top_down_path=True),
+    "VAE, 1 layer (16)": lambda info, **prior: pg.VAE(info, 16, **prior),
+    "HVAE bottom-up": lambda info, **prior: pg.HierarchicalVAE(info, (16, 8), inference="bottom-up", **prior),
+    "HVAE bottom-up + path": lambda info, **prior: pg.HierarchicalVAE(info, (16, 8), inference="bottom-up",
+                                                                      top_down_path=True, **prior),
+    "HVAE top-down, precision merge": lambda info, **prior: pg.HierarchicalVAE(info, (16, 8), inference="top-down",
+                                                                               merge="precision", **prior),
+    "HVAE top-down, concat merge": lambda info, **prior: pg.HierarchicalVAE(info, (16, 8), inference="top-down",
+                                                                            merge="concat", **prior),
+    "HVAE top-down + path": lambda info, **prior: pg.HierarchicalVAE(info, (16, 8), inference="top-down",
+                                                                     top_down_path=True, **prior),
 }
 
 
-def run(name, data, epochs, seed, num_samples, device, ema=0.0):
+def run(name, data, epochs, seed, num_samples, device, ema=0.0, prior=None):
     torch.manual_seed(seed)
-    model = CONFIGS[name](data.info)
+    model = CONFIGS[name](data.info, **(prior or {}))
     began = time.perf_counter()
     pg.fit(model, data.train, data.valid, epochs=epochs, seed=seed, progress=False, device=device, ema=ema)
     seconds = (time.perf_counter() - began) / epochs
@@ -64,7 +72,13 @@ def main():
     parser.add_argument("--ema", type=float, nargs="+", default=[0.0],
                         help="train each model once per decay of the weight average (0: none)")
     parser.add_argument("--models", nargs="+", default=None, help="only the models whose names contain one of these")
+    parser.add_argument("--prior", default=None, choices=["normal", "vamp"],
+                        help="the (top) prior of every model (default: each family's own, the standard Normal)")
+    parser.add_argument("--pseudo-inputs", nargs="+", default=["uniform"], choices=["uniform", "clamped"],
+                        help="with --prior vamp: train each model once per form of the VampPrior's pseudo-inputs")
     args = parser.parse_args()
+    if args.prior != "vamp" and args.pseudo_inputs != ["uniform"]:
+        parser.error("--pseudo-inputs sets the VampPrior's pseudo-inputs: pass --prior vamp")
     names = [name for name in CONFIGS if args.models is None or any(part in name for part in args.models)]
     if not names:
         parser.error(f"--models {args.models} matches none of {list(CONFIGS)}")
@@ -74,16 +88,19 @@ def main():
           f"{len(data.test)} test digits; IWAE k={args.num_samples}; seeds 0..{args.seeds - 1}")
     for epochs in args.budgets:
         print(f"\n{epochs} epochs")
-        print(f"{'model':<32}{'bits/dim (mean ± sd)':>22}{'KL z2':>8}{'KL z1':>8}{'active z2, z1':>15}{'s/epoch':>9}")
-        for name, ema in ((name, ema) for name in names for ema in args.ema):
-            runs = [run(name, data, epochs, seed, args.num_samples, args.device, ema) for seed in range(args.seeds)]
+        print(f"{'model':<40}{'bits/dim (mean ± sd)':>22}{'KL z2':>8}{'KL z1':>8}{'active z2, z1':>15}{'s/epoch':>9}")
+        for name, ema, form in ((name, ema, form) for name in names for ema in args.ema for form in args.pseudo_inputs):
+            prior = {"prior": args.prior} if args.prior else {}
+            if args.prior == "vamp":
+                prior["pseudo_inputs"] = form
+            runs = [run(name, data, epochs, seed, args.num_samples, args.device, ema, prior) for seed in range(args.seeds)]
             bits = [r[0] for r in runs]
             kl = {term: statistics.mean(r[1][term] for r in runs) for term in runs[0][1]}
             active = {layer: statistics.mean(r[2][layer] for r in runs) for layer in runs[0][2]}
             spread = statistics.stdev(bits) if len(bits) > 1 else 0.0
             units = f"{shown(active.get('z2'), 1)}, {shown(active.get('z1', active.get('z')), 1)}"
-            label = f"{name}, ema {ema:g}" if ema else name
-            print(f"{label:<32}{f'{statistics.mean(bits):.4f} ± {spread:.4f}':>22}"
+            label = name + (f", ema {ema:g}" if ema else "") + (f", vamp {form}" if args.prior == "vamp" else "")
+            print(f"{label:<40}{f'{statistics.mean(bits):.4f} ± {spread:.4f}':>22}"
                   f"{shown(kl.get('z2'), 2):>8}{shown(kl.get('z1'), 2):>8}{units:>15}"
                   f"{statistics.median(r[3] for r in runs):>9.2f}", flush=True)
     print("\nKL: nats per digit (the one-layer VAE's estimator gives no per-layer terms); active units: of 8 (z2) "
