@@ -396,14 +396,18 @@ def save_scores(folder: Path, nll: torch.Tensor, num_samples: int) -> Path:
     return path
 
 
+def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    values = values.double()
+    return values.mean().item(), values.std().item() / len(values) ** 0.5
+
+
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """The mean of ``a - b`` over the same images and its standard error: two runs scored on one
     test set differ by far less than either's error over images, which is mostly how hard the
     images are."""
     if a.shape != b.shape:
         raise ValueError(f"paired scores need the same images: got {len(a)} and {len(b)} values")
-    difference = (a - b).double()
-    return difference.mean().item(), difference.std().item() / len(difference) ** 0.5
+    return mean_and_stderr(a - b)
 
 
 def paired(args, test_size: int) -> str:
@@ -419,8 +423,9 @@ def paired(args, test_size: int) -> str:
     mean, stderr = paired_difference(a, b)
     width = max(len(str(folder)) for folder in folders)
     lines = [f"test NLL (nats), -IWAE with k = {args.num_samples} on the same {len(a)} test images"]
-    lines += [f"  {folder!s:<{width}}  {values.mean().item():8.3f} ± {values.std().item() / len(values) ** 0.5:.3f}"
-              for folder, values in zip(folders, (a, b))]
+    for folder, values in zip(folders, (a, b)):
+        run_mean, run_stderr = mean_and_stderr(values)
+        lines.append(f"  {folder!s:<{width}}  {run_mean:8.3f} ± {run_stderr:.3f}")
     lines.append(f"  difference (first - second): {mean:+.3f} ± {stderr:.3f} (paired standard error)")
     return "\n".join(lines)
 
