@@ -402,12 +402,12 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 
 
 def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """The mean of ``a - b`` over the same images and its standard error: two runs scored on one
-    test set differ by far less than either's error over images, which is mostly how hard the
-    images are."""
+    """The mean of ``a - b`` over the same images and its standard error (``pg.compare``'s own
+    paired difference): two runs scored on one test set differ by far less than either's error
+    over images, which is mostly how hard the images are."""
     if a.shape != b.shape:
         raise ValueError(f"paired scores need the same images: got {len(a)} and {len(b)} values")
-    return mean_and_stderr(a - b)
+    return pg.infer.comparison.paired_difference(a, b)
 
 
 def paired(args, test_size: int) -> str:

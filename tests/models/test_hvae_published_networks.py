@@ -128,7 +128,7 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
 
 
-def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, capsys):
+def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path):
     generator = torch.Generator().manual_seed(0)
     hardness = 80 + 10 * torch.rand(400, generator=generator, dtype=torch.float64)  # shared by both runs
     first = hardness + 0.01 * torch.randn(400, generator=generator, dtype=torch.float64)
