@@ -60,9 +60,12 @@ trace in its checkpoint, so evaluate it with ``--no-record``: its row would take
 the published recipe's.
 
 ``evaluate`` also keeps each test image's NLL beside the checkpoint
-(``test_nll_k5000_n10000.pt``); ``paired --checkpoint-dir A --against B`` prints the two runs'
-mean difference on the same images with its paired standard error, far smaller than the
-± over images in the table.
+(``test_nll_k5000_n10000.pt``) and, for a row it records, in
+``docs/benchmark_results/hvae_binarized_mnist_scores/`` (``<row>.npy``), which outlives the
+checkpoints; ``paired --checkpoint-dir A --against B`` prints the two runs' mean difference on
+the same images with its paired standard error, far smaller than the ± over images in the
+table. Each of A and B is a scored checkpoint folder or a recorded row's name
+(``vamp-clamped+ema0.999+seed1``).
 
 ``--seed N`` (default 0) trains a replicate of a recipe from other initial weights and another
 data order, to measure how far two runs of one recipe differ; it names its own folder and row
@@ -90,6 +93,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,6 +103,7 @@ import probgen as pg
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "docs" / "benchmark_results" / "hvae_binarized_mnist"
+RECORDED_SCORES = RESULTS.parent / "hvae_binarized_mnist_scores"  # each recorded row's per-image test NLL
 PUBLISHED = {"vamp": 83.19}  # Tomczak & Welling (2018), HVAE (L = 2) + VampPrior, static binarization
 TEST_SIZE, FULL_SAMPLES = 10000, 5000
 # the options of HierarchicalVAE that make each architecture (module docstring)
@@ -374,9 +379,11 @@ def evaluate(args, data):
     print(elbo)
     print(units)
     print(f"per-image test NLL saved to {scores} (compare runs on them with 'paired')")
-    results = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").is_file() else {}
-    results[result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"])] = row
+    results = recorded_results()
+    key = result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"])
+    results[key] = row
     if not args.no_record:
+        print(f"and for the row {key} to {record_scores(key, -iwae.pointwise)}")
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     print(text)
@@ -396,6 +403,50 @@ def save_scores(folder: Path, nll: torch.Tensor, num_samples: int) -> Path:
     return path
 
 
+def recorded_results() -> dict:
+    path = RESULTS.with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def recorded_scores_path(key: str) -> Path:
+    """Where the recorded row ``key`` keeps its per-image test NLL."""
+    return RECORDED_SCORES / f"{key.replace('/', '_')}.npy"
+
+
+def record_scores(key: str, nll: torch.Tensor) -> Path:
+    """Keep a recorded row's per-image test NLL in the repository (float32, 40 kB for the whole
+    test set), so that later runs can be paired with it after its checkpoints are gone."""
+    path = recorded_scores_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, nll.detach().float().cpu().numpy())
+    return path
+
+
+def run_scores(name: str, num_samples: int, num_test: int, test_size: int) -> torch.Tensor:
+    """The per-image test NLL of ``name``: a checkpoint folder that ``evaluate`` scored with
+    ``num_samples`` on ``num_test`` images, or a recorded row scored so."""
+    folder = Path(name)
+    if folder.is_dir():
+        path = scores_path(folder, num_samples, num_test)
+        if not path.is_file():
+            raise SystemExit(f"error: no per-image scores at {path}: run 'evaluate --checkpoint-dir {folder}' with "
+                             f"--num-samples {num_samples}" + (f" --num-test {num_test}" if num_test < test_size else ""))
+        return torch.load(path, weights_only=True)["nll"]
+    results = recorded_results()
+    if name not in results:
+        raise SystemExit(f"error: {name} is neither a checkpoint folder nor a recorded row "
+                         f"(rows: {', '.join(sorted(results)) or 'none'})")
+    row, path = results[name], recorded_scores_path(name)
+    if (row["num_samples"], row["num_test"]) != (num_samples, num_test):
+        raise SystemExit(f"error: the row {name} was scored with k = {row['num_samples']} on {row['num_test']} test "
+                         f"images, not k = {num_samples} on {num_test}: pass --num-samples {row['num_samples']} "
+                         f"--num-test {row['num_test']}")
+    if not path.is_file():
+        raise SystemExit(f"error: the row {name} has no per-image scores at {path} (it was recorded before they "
+                         "were kept): evaluate its checkpoint folder again, or pair the folder itself")
+    return torch.from_numpy(np.load(path)).double()
+
+
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     values = values.double()
     return values.mean().item(), values.std().item() / len(values) ** 0.5
@@ -412,20 +463,15 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 def paired(args, test_size: int) -> str:
     """The two runs' test NLL on the same images and their paired difference."""
-    folders = [Path(args.checkpoint_dir), Path(args.against)]
+    names = [args.checkpoint_dir, args.against]
     num_test = min(args.num_test or test_size, test_size)
-    paths = [scores_path(folder, args.num_samples, num_test) for folder in folders]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise SystemExit(f"error: no per-image scores at {', '.join(missing)}: run 'evaluate --checkpoint-dir FOLDER' "
-                         f"with --num-samples {args.num_samples}" + (f" --num-test {num_test}" if num_test < test_size else ""))
-    a, b = (torch.load(path, weights_only=True)["nll"] for path in paths)
+    a, b = (run_scores(name, args.num_samples, num_test, test_size) for name in names)
     mean, stderr = paired_difference(a, b)
-    width = max(len(str(folder)) for folder in folders)
+    width = max(len(name) for name in names)
     lines = [f"test NLL (nats), -IWAE with k = {args.num_samples} on the same {len(a)} test images"]
-    for folder, values in zip(folders, (a, b)):
+    for name, values in zip(names, (a, b)):
         run_mean, run_stderr = mean_and_stderr(values)
-        lines.append(f"  {folder!s:<{width}}  {run_mean:8.3f} ± {run_stderr:.3f}")
+        lines.append(f"  {name:<{width}}  {run_mean:8.3f} ± {run_stderr:.3f}")
     lines.append(f"  difference (first - second): {mean:+.3f} ± {stderr:.3f} (paired standard error)")
     return "\n".join(lines)
 
@@ -491,7 +537,8 @@ def main():
                              "names the default --checkpoint-dir (evaluate reads the decay from the checkpoint)")
     parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<row>: runs/hvae_vamp, "
                              "runs/hvae_normal_markov, runs/hvae_vamp_ema0.999, ...)")
-    parser.add_argument("--against", default=None, help="paired: the second run's --checkpoint-dir")
+    parser.add_argument("--against", default=None, help="paired: the second run, as a checkpoint folder or a recorded row's name (so may "
+                             "--checkpoint-dir be, for the first)")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
@@ -510,8 +557,8 @@ def main():
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     if args.stage == "table":
-        path = RESULTS.with_suffix(".json")
-        print(table(json.loads(path.read_text())) if path.is_file() else f"no results recorded yet in {path}")
+        results = recorded_results()
+        print(table(results) if results else f"no results recorded yet in {RESULTS.with_suffix('.json')}")
         return
     if args.stage == "paired":
         if not (args.checkpoint_dir and args.against):

@@ -7,6 +7,7 @@ stay in the published ranges, and the script's ``trained_model`` (what its
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -128,7 +129,7 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
 
 
-def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path):
+def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monkeypatch):
     generator = torch.Generator().manual_seed(0)
     hardness = 80 + 10 * torch.rand(400, generator=generator, dtype=torch.float64)  # shared by both runs
     first = hardness + 0.01 * torch.randn(400, generator=generator, dtype=torch.float64)
@@ -152,3 +153,22 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path):
     args.num_samples = 1000
     with pytest.raises(SystemExit, match="no per-image scores at .*test_nll_k1000_n400.pt.*--num-samples 1000 --num-test 400"):
         script.paired(args, 10000)
+
+    # a recorded row keeps its scores in the repository, so a run pairs with it after its checkpoints are gone
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results" / "hvae_binarized_mnist")
+    monkeypatch.setattr(script, "RECORDED_SCORES", tmp_path / "results" / "scores")
+    key = "vamp/markov+ema0.999+seed1"
+    path = script.record_scores(key, second.float())
+    assert path == tmp_path / "results" / "scores" / "vamp_markov+ema0.999+seed1.npy"
+    script.RESULTS.with_suffix(".json").write_text(json.dumps({key: {"num_samples": 5000, "num_test": 400}}))
+    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=key, num_samples=5000, num_test=400)
+    assert f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in script.paired(args, 10000)
+    assert script.run_scores(key, 5000, 400, 10000).dtype == torch.float64
+    with pytest.raises(SystemExit, match="row vamp/markov.* was scored with k = 5000 on 400 test images, not k = 1000"):
+        script.run_scores(key, 1000, 400, 10000)
+    with pytest.raises(SystemExit, match=r"vamp\+ema0.999 is neither a checkpoint folder nor a recorded row "
+                                         r"\(rows: vamp/markov\+ema0.999\+seed1\)"):
+        script.run_scores("vamp+ema0.999", 5000, 400, 10000)
+    path.unlink()
+    with pytest.raises(SystemExit, match="has no per-image scores at .*recorded before they were kept"):
+        script.run_scores(key, 5000, 400, 10000)
