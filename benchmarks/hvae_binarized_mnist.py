@@ -404,6 +404,7 @@ def save_scores(folder: Path, nll: torch.Tensor, num_samples: int) -> Path:
 
 
 def recorded_results() -> dict:
+    """Every recorded row by its key (``vamp``, ``vamp-clamped+ema0.999+seed1``); none yet: ``{}``."""
     path = RESULTS.with_suffix(".json")
     return json.loads(path.read_text()) if path.is_file() else {}
 
