@@ -60,7 +60,7 @@ trace in its checkpoint, so evaluate it with ``--no-record``: its row would take
 the published recipe's.
 
 ``evaluate`` also keeps each test image's NLL beside the checkpoint
-(``test_nll_k5000_n10000.pt``) and, for a row it records, in
+(``test_nll_k5000_n10000.npy``) and, for a row it records, in
 ``docs/benchmark_results/hvae_binarized_mnist_scores/`` (``<row>.npy``), which outlives the
 checkpoints; ``paired --checkpoint-dir A --against B`` prints the two runs' mean difference on
 the same images with its paired standard error, far smaller than the ± over images in the
@@ -392,15 +392,25 @@ def evaluate(args, data):
         print(f"wrote {RESULTS.with_suffix('.json')} and {RESULTS.with_suffix('.txt')}")
 
 
+def write_scores(path: Path, nll: torch.Tensor) -> Path:
+    """Write per-image test NLL as ``.npy`` (float32: 40 kB for the whole test set, exact to
+    1e-5 nats at these values), the one form every copy of the scores takes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, nll.detach().float().cpu().numpy())
+    return path
+
+
+def read_scores(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.load(path)).double()
+
+
 def scores_path(folder: Path, num_samples: int, num_test: int) -> Path:
     """Where ``evaluate`` keeps a run's per-image test NLL for ``num_test`` images at k = ``num_samples``."""
-    return folder / f"test_nll_k{num_samples}_n{num_test}.pt"
+    return folder / f"test_nll_k{num_samples}_n{num_test}.npy"
 
 
 def save_scores(folder: Path, nll: torch.Tensor, num_samples: int) -> Path:
-    path = scores_path(folder, num_samples, len(nll))
-    torch.save({"nll": nll.detach().double().cpu(), "num_samples": num_samples}, path)
-    return path
+    return write_scores(scores_path(folder, num_samples, len(nll)), nll)
 
 
 def recorded_results() -> dict:
@@ -415,12 +425,9 @@ def recorded_scores_path(key: str) -> Path:
 
 
 def record_scores(key: str, nll: torch.Tensor) -> Path:
-    """Keep a recorded row's per-image test NLL in the repository (float32, 40 kB for the whole
-    test set), so that later runs can be paired with it after its checkpoints are gone."""
-    path = recorded_scores_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, nll.detach().float().cpu().numpy())
-    return path
+    """Keep a recorded row's per-image test NLL in the repository, so that later runs can be
+    paired with it after its checkpoints are gone."""
+    return write_scores(recorded_scores_path(key), nll)
 
 
 def run_scores(name: str, num_samples: int, num_test: int, test_size: int) -> torch.Tensor:
@@ -432,7 +439,7 @@ def run_scores(name: str, num_samples: int, num_test: int, test_size: int) -> to
         if not path.is_file():
             raise SystemExit(f"error: no per-image scores at {path}: run 'evaluate --checkpoint-dir {folder}' with "
                              f"--num-samples {num_samples}" + (f" --num-test {num_test}" if num_test < test_size else ""))
-        return torch.load(path, weights_only=True)["nll"]
+        return read_scores(path)
     results = recorded_results()
     if name not in results:
         raise SystemExit(f"error: {name} is neither a checkpoint folder nor a recorded row "
@@ -445,7 +452,7 @@ def run_scores(name: str, num_samples: int, num_test: int, test_size: int) -> to
     if not path.is_file():
         raise SystemExit(f"error: the row {name} has no per-image scores at {path} (it was recorded before they "
                          "were kept): evaluate its checkpoint folder again, or pair the folder itself")
-    return torch.from_numpy(np.load(path)).double()
+    return read_scores(path)
 
 
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:

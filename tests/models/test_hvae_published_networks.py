@@ -146,12 +146,12 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monk
         (tmp_path / name).mkdir()
         path = script.save_scores(tmp_path / name, values.float(), 5000)
         assert path == script.scores_path(tmp_path / name, 5000, 400)
-        assert torch.equal(torch.load(path, weights_only=True)["nll"], values.float().double())
+        assert torch.equal(script.read_scores(path), values.float().double())
     args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=str(tmp_path / "b"), num_samples=5000, num_test=400)
     text = script.paired(args, 10000)
     assert "on the same 400 test images" in text and f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in text
     args.num_samples = 1000
-    with pytest.raises(SystemExit, match="no per-image scores at .*test_nll_k1000_n400.pt.*--num-samples 1000 --num-test 400"):
+    with pytest.raises(SystemExit, match=r"no per-image scores at .*test_nll_k1000_n400\.npy.*--num-samples 1000 --num-test 400"):
         script.paired(args, 10000)
 
     # a recorded row keeps its scores in the repository, so a run pairs with it after its checkpoints are gone
