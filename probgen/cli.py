@@ -163,7 +163,7 @@ _OPTION_CHECKS = {
     "latent_dims": _optional(layer_sizes),
     "flow_layers": positive_int, "flow_hidden": positive_int, "pack": positive_int, "num_steps": _optional(positive_int),
     "r1_weight": _optional(non_negative_number), "gp_weight": _optional(non_negative_number),
-    "ais_steps": positive_int, "steps": _optional(positive_int),
+    "ais_steps": positive_int, "steps": _optional(positive_int), "refine": lambda value, name: integer(value, name, 0),
     "n": lambda value, name: integer(value, name, 1, MAX_FIGURE_SAMPLES),
 }
 
@@ -263,6 +263,10 @@ def cmd_evaluate(args):
     x = pg.datasets.random_subset(x, args.num_test)
     method = pg.infer.resolve_method(model, args.method)
     options = {"num_steps": args.ais_steps} if method == "ais" else {}
+    if args.refine:
+        if method != "iwae":
+            raise ValueError(f"--refine applies to --method iwae, not {method}")
+        options["refine"] = args.refine
     if obs_noise is not None and not hasattr(model, "obs_noise"):
         raise ValueError(f"--obs-noise applies to a model with observation noise (a GAN), not a {model.family}")
     if obs_noise == "auto":
@@ -430,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "discretized logistic's scale in levels; binary data: the flip probability), or 'auto' "
                           "(chosen on validation data)")
     evaluate.add_argument("--ais-steps", type=int, default=500, help="AIS: annealing steps")
+    evaluate.add_argument("--refine", type=int, default=0,
+                          help="IWAE: refine each data point's proposal for this many steps first (a tighter bound)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     sample = commands.add_parser("sample", help="draw samples from a fitted model into a PNG")

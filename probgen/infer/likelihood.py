@@ -4,7 +4,9 @@ Every estimator works through the model protocol (:mod:`probgen.models.base`):
 
 - ``"elbo"``: :math:`\frac1k \sum_i \log w_i`, a lower bound on :math:`\log p(x)`;
 - ``"iwae"``: :math:`\log \frac1k \sum_i w_i`, a tighter lower bound that rises to
-  :math:`\log p(x)` as :math:`k \to \infty` (Burda et al., 2016);
+  :math:`\log p(x)` as :math:`k \to \infty` (Burda et al., 2016); with ``refine=steps``,
+  each data point's proposal is first refined on its own (:mod:`probgen.infer.refinement`),
+  a tighter bound on the same model;
 - ``"exact"``: :math:`\log p(x)` of a model without latent variables;
 
 with :math:`w_i = p(x, z_i) / q(z_i \mid x)`, :math:`z_i \sim q(z \mid x)` from
@@ -26,7 +28,8 @@ from pyro.poutine.util import site_is_subsample
 from ..checks import boolean, positive_int
 from ..checks import options as check_options
 from .distributed import rank_seed, sharding
-from .weights import VALUES_PER_PASS, evaluating, log_weights
+from .refinement import check_refinement, refined_guide
+from .weights import VALUES_PER_PASS, evaluating, log_weights, trace_log_weights
 
 __all__ = ["LikelihoodEstimate", "log_likelihood", "resolve_method", "ESTIMATORS", "register_estimator"]
 
@@ -47,6 +50,8 @@ class LikelihoodEstimate:
     :ivar kind: ``"exact"``, ``"bound"`` or ``"estimate"``.
     :ivar density: True when the data are real-valued (a density, not a probability).
     :ivar terms: optional per-data-point terms that add up to ``pointwise``.
+    :ivar options: the estimator's options given to :func:`log_likelihood` (``refine``,
+        ``num_steps``, ...); the label names them.
     """
 
     pointwise: torch.Tensor
@@ -57,6 +62,7 @@ class LikelihoodEstimate:
     kind: str = "bound"
     density: bool = False
     terms: dict[str, torch.Tensor] | None = None
+    options: dict | None = None
     mean: float = dataclasses.field(init=False)
     stderr: float = dataclasses.field(init=False)
     bits_per_dim: float = dataclasses.field(init=False)
@@ -71,7 +77,8 @@ class LikelihoodEstimate:
         if self.method == "exact":
             return "exact"
         name = self.method.upper() if self.method in ("elbo", "iwae", "ais") else self.method
-        return f"{name} {self.kind}, k={self.num_samples}"
+        given = "".join(f", {key}={value}" for key, value in sorted((self.options or {}).items()))
+        return f"{name} {self.kind}, k={self.num_samples}{given}"
 
     def term_summary(self) -> dict[str, tuple[float, float]]:
         """Each term's mean in nats and bits/dim."""
@@ -133,10 +140,18 @@ def _elbo(model, x, num_samples, particle_batch):
 
 
 @register_estimator("iwae", "bound")
-def _iwae(model, x, num_samples, particle_batch):
+def _iwae(model, x, num_samples, particle_batch, refine: int = 0, refine_lr: float = 0.01, refine_particles: int = 10):
+    if check_refinement(refine, refine_lr, refine_particles):  # semi-amortized: each q first climbs its own bound
+        guide = refined_guide(model, x, refine, lr=refine_lr, num_particles=refine_particles)(model.guide)
+
+        def weights(k):
+            return trace_log_weights(model.model, guide, k, x)
+    else:
+        def weights(k):
+            return log_weights(model, x, k)
     running = torch.full((len(x),), -math.inf, device=x.device, dtype=torch.float64)
     for k in _particle_chunks(num_samples, particle_batch):
-        chunk = torch.logsumexp(log_weights(model, x, k).double(), 0)
+        chunk = torch.logsumexp(weights(k).double(), 0)
         running = torch.logaddexp(running, chunk)
     return running - math.log(num_samples), None
 
@@ -190,6 +205,14 @@ def log_likelihood(
     :param particle_batch: importance samples per pass; by default chosen so that one pass
         holds about :math:`2^{22}` data values, which bounds memory for any ``num_samples``.
     :param seed: seeds the random state for reproducible estimates (``None``: leave it alone).
+    :param refine: ``"iwae"`` only: before drawing the ``num_samples``, refine each data
+        point's Gaussian proposal for this many Adam steps of its own bound
+        (:mod:`probgen.infer.refinement`; ``refine_lr``, default 0.01, and
+        ``refine_particles``, default 10, set the steps). The model is untouched and the
+        value is still a lower bound on its :math:`\\log p(x)`, a tighter one where the
+        amortized guide misses the posterior of data it was not trained on: about 0.4 nats
+        on the binarized-MNIST test set after 300 steps (``benchmarks/refined_iwae.py``).
+        Each step costs about ``refine_particles`` importance samples' forward and backward pass.
     :param sharded: in a distributed run (:mod:`probgen.infer.distributed`), each rank scores
         a contiguous part of ``x`` and every rank returns all the values, in ``x``'s order;
         call it on every rank. Outside one it scores everything here.
@@ -245,4 +268,5 @@ def log_likelihood(
         kind=kind,
         density=model.info.support == "real",
         terms=terms or None,
+        options=dict(options) or None,
     )

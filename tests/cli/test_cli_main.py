@@ -21,6 +21,12 @@ def test_fit_evaluate_sample_round_trip(tmp_path, capsys):
 
     assert main(["evaluate", str(out), "--method", "iwae", "--num-samples", "10", "--num-test", "30"]) == 0
     assert "IWAE bound, k=10" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--method", "iwae", "--num-samples", "10", "--num-test", "30", "--refine", "5"]) == 0
+    assert "IWAE bound, k=10, refine=5" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--method", "elbo", "--refine", "5"]) == 2
+    assert "--refine applies to --method iwae, not elbo" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--refine", "-1"]) == 2
+    assert "--refine must be an integer >= 0, got -1" in capsys.readouterr().err
     grid = tmp_path / "grid.png"
     assert main(["sample", str(out), "-n", "16", "--out", str(grid)]) == 0
     assert grid.read_bytes()[:4] == b"\x89PNG"

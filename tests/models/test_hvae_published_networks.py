@@ -147,7 +147,7 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monk
         path = script.save_scores(tmp_path / name, values.float(), 5000)
         assert path == script.scores_path(tmp_path / name, 5000, 400)
         assert torch.equal(script.read_scores(path), values.float().double())
-    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=str(tmp_path / "b"), num_samples=5000, num_test=400)
+    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=str(tmp_path / "b"), num_samples=5000, num_test=400, refine=0)
     text = script.paired(args, 10000)
     assert "on the same 400 test images" in text and f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in text
     args.num_samples = 1000
@@ -161,7 +161,7 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monk
     path = script.record_scores(key, second.float())
     assert path == tmp_path / "results" / "scores" / "vamp_markov+ema0.999+seed1.npy"
     script.RESULTS.with_suffix(".json").write_text(json.dumps({key: {"num_samples": 5000, "num_test": 400}}))
-    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=key, num_samples=5000, num_test=400)
+    args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=key, num_samples=5000, num_test=400, refine=0)
     assert f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in script.paired(args, 10000)
     assert script.run_scores(key, 5000, 400, 10000).dtype == torch.float64
     with pytest.raises(SystemExit, match="row vamp/markov.* was scored with k = 5000 on 400 test images, not k = 1000"):
