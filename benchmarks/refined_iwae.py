@@ -22,10 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import torch
 
 import probgen as pg
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # where binarized_mnist.npz lives here
 
 GRID = ["100,0.05,10", "100,0.02,10", "100,0.01,10", "300,0.02,10", "300,0.01,10", "300,0.02,1", "1000,0.01,1",
         "1000,0.01,10"]
@@ -43,7 +46,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="a saved model to score (default: train a VAE on optdigits)")
     parser.add_argument("--data", default="optdigits")
-    parser.add_argument("--root", default=os.environ.get("PROBGEN_DATA"))
+    parser.add_argument("--root", default=os.environ.get("PROBGEN_DATA", DEFAULT_DATA),
+                        help="a folder holding the data set's file (optdigits is embedded)")
     parser.add_argument("--epochs", type=int, default=50, help="training epochs of the optdigits VAE")
     parser.add_argument("--num-test", type=int, default=200)
     parser.add_argument("--num-samples", type=int, default=1000, help="k of every IWAE bound")
