@@ -447,7 +447,8 @@ def record_scores(key: str, nll: torch.Tensor) -> Path:
 def run_scores(name: str, num_samples: int, num_test: int, test_size: int, refine: int = 0) -> torch.Tensor:
     """The per-image test NLL of ``name``: a checkpoint folder that ``evaluate`` scored with
     ``num_samples`` on ``num_test`` images (after ``refine`` steps of refinement), or a recorded
-    row scored so (its name says whether it refined)."""
+    row scored so (its name says whether it refined) or on the whole test set, of which the
+    images ``evaluate --num-test`` picks are taken."""
     folder = Path(name)
     if folder.is_dir():
         path = scores_path(folder, num_samples, num_test, refine)
@@ -461,14 +462,15 @@ def run_scores(name: str, num_samples: int, num_test: int, test_size: int, refin
         raise SystemExit(f"error: {name} is neither a checkpoint folder nor a recorded row "
                          f"(rows: {', '.join(sorted(results)) or 'none'})")
     row, path = results[name], recorded_scores_path(name)
-    if (row["num_samples"], row["num_test"]) != (num_samples, num_test):
+    # a row of the whole test set also holds the images of any subset 'evaluate --num-test' scores
+    if row["num_samples"] != num_samples or row["num_test"] not in (num_test, test_size):
         raise SystemExit(f"error: the row {name} was scored with k = {row['num_samples']} on {row['num_test']} test "
                          f"images, not k = {num_samples} on {num_test}: pass --num-samples {row['num_samples']} "
                          f"--num-test {row['num_test']}")
     if not path.is_file():
         raise SystemExit(f"error: the row {name} has no per-image scores at {path} (it was recorded before they "
                          "were kept): evaluate its checkpoint folder again, or pair the folder itself")
-    return read_scores(path)
+    return pg.datasets.random_subset(read_scores(path), num_test)  # evaluate's subset, in its order
 
 
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:

@@ -164,6 +164,10 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monk
     args = SimpleNamespace(checkpoint_dir=str(tmp_path / "a"), against=key, num_samples=5000, num_test=400, refine=0)
     assert f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in script.paired(args, 10000)
     assert script.run_scores(key, 5000, 400, 10000).dtype == torch.float64
+    # a row of the whole test set (here 400 images) pairs with the subset 'evaluate --num-test 100' scores
+    subset = script.run_scores(key, 5000, 100, 400)
+    assert torch.equal(subset, pg.datasets.random_subset(second.float().double(), 100))
+    assert torch.equal(subset, second.float().double()[pg.datasets.random_subset(torch.arange(400), 100)])
     with pytest.raises(SystemExit, match="row vamp/markov.* was scored with k = 5000 on 400 test images, not k = 1000"):
         script.run_scores(key, 1000, 400, 10000)
     with pytest.raises(SystemExit, match=r"vamp\+ema0.999 is neither a checkpoint folder nor a recorded row "
