@@ -263,7 +263,8 @@ def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_i
                seed: int = 0, refine: int = 0) -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
     pseudo-inputs where they are not the library's default (``vamp-clamped``), then
-    :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``)."""
+    :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``,
+    ``vamp-clamped+ema0.999+seed1+refine300``)."""
     prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
     return key + replicate(ema, seed, refine)

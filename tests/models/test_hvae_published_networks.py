@@ -125,6 +125,10 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
     assert script.result_key("normal", "published", None, "uniform", 2) == "normal+seed2"
     assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped",
                              "ema": 0.999, "seed": 1}) == "vamp-clamped/published+ema0.999+seed1"
+    # the same model scored with refined proposals (evaluate --refine 300) is a row of its own
+    assert script.result_key("vamp", "published", 0.999, "clamped", 1, 300) == "vamp-clamped+ema0.999+seed1+refine300"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
+                             "seed": 1, "refine": 300}) == "vamp-clamped/published+ema0.999+seed1+refine300"
     clamped = script.build("vamp", INFO, "published", "clamped")
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
 
