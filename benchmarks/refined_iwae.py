@@ -7,7 +7,7 @@ the same k with and without it, for a grid of steps, rates (``refine_lr``) and d
 (``refine_particles``), and prints the gain in nats (refined minus amortized log-likelihood,
 positive: tighter) with its paired standard error over points, and the time against the
 amortized bound's. It is the measurement behind the defaults (``refine_lr=0.01``,
-``refine_particles=10``).
+``refine_particles=10``)::
 
     python benchmarks/refined_iwae.py                      # a VAE trained here on optdigits
     python benchmarks/refined_iwae.py --checkpoint runs/hvae_vamp-clamped_ema0.999_seed1/best.pt \\

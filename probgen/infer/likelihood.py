@@ -50,8 +50,7 @@ class LikelihoodEstimate:
     :ivar kind: ``"exact"``, ``"bound"`` or ``"estimate"``.
     :ivar density: True when the data are real-valued (a density, not a probability).
     :ivar terms: optional per-data-point terms that add up to ``pointwise``.
-    :ivar options: the estimator's options given to :func:`log_likelihood` (``refine``,
-        ``num_steps``, ...); the label names them.
+    :ivar options: the estimator's options given to :func:`log_likelihood`, named in the label.
     """
 
     pointwise: torch.Tensor
