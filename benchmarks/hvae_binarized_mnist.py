@@ -516,7 +516,8 @@ def row_label(row: dict) -> str:
 
 def table(results: dict) -> str:
     """The table of every recorded prior, the commands and machines below it."""
-    header = (f"{'top prior/architecture':<38}{'epochs (best)':>15}{'s/epoch':>9}{'test NLL':>10}{'± se':>7}{'k':>6}{'test pts':>9}"
+    width = max([38] + [len(row_label(row)) + 2 for row in results.values()])
+    header = (f"{'top prior/architecture':<{width}}{'epochs (best)':>15}{'s/epoch':>9}{'test NLL':>10}{'± se':>7}{'k':>6}{'test pts':>9}"
               f"{'-ELBO':>9}{'KL z2':>8}{'KL z1':>8}{'active z2/z1':>14}{'published':>11}")
     lines = [header, "-" * len(header)]
     for row in sorted(results.values(), key=lambda row: (row_architecture(row) != "published", row["prior"] != "vamp",
@@ -524,7 +525,7 @@ def table(results: dict) -> str:
         units = row["active_units"]
         published = f"{PUBLISHED[row['prior']]:.2f}" if row["prior"] in PUBLISHED else "-"
         lines.append(
-            f"{row_label(row):<38}{row['epochs_run']:>9} ({row['best_epoch']:>3}){row['seconds_per_epoch']:>9.1f}{row['nll']:>10.2f}"
+            f"{row_label(row):<{width}}{row['epochs_run']:>9} ({row['best_epoch']:>3}){row['seconds_per_epoch']:>9.1f}{row['nll']:>10.2f}"
             f"{row['nll_stderr']:>7.2f}{row['num_samples']:>6}{row['num_test']:>9}{row['neg_elbo']:>9.2f}"
             f"{row['kl'].get('z2', float('nan')):>8.2f}{row['kl'].get('z1', float('nan')):>8.2f}"
             f"{str(units.get('z2', '-')) + '/' + str(units.get('z1', '-')):>14}{published:>11}"
