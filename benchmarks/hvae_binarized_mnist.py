@@ -580,7 +580,8 @@ def main():
     parser.add_argument("--refine", type=int, default=0,
                         help="evaluate: refine each test image's proposal for this many steps before importance "
                              "sampling (pg.log_likelihood's refine): a tighter bound on the same model, in a row of "
-                             "its own (+refineN)")
+                             "its own (+refineN); paired: which of a checkpoint folder's scores to read (a row's "
+                             "name already says)")
     parser.add_argument("--root", default=os.environ.get("PROBGEN_DATA", DEFAULT_DATA))
     parser.add_argument("--download", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
