@@ -95,6 +95,8 @@ def upgrade_config(config: dict) -> dict:
     config = dict(config)
     if config.get("family") == "hvae" and "merge" not in config:
         config["merge"] = "precision"  # written before merge existed: the top-down guide had the ladder merge only
+    if config.get("family") == "hvae" and "encoder_noise" not in config:
+        config["encoder_noise"] = 0.0  # written before the option existed: the encoder read the data as they are
     if "data" in config or "event_shape" not in config:
         return config
     shape = list(config.pop("event_shape"))

@@ -125,7 +125,7 @@ from pyro.nn import pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from ..checks import boolean, choice, layer_sizes, positive_int
+from ..checks import boolean, choice, layer_sizes, non_negative_number, positive_int
 from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers, side_by_side
 from .base import DecoderModel, register_family
@@ -429,6 +429,13 @@ class HierarchicalVAE(DecoderModel):
         :math:`l`-th called as ``step(h_above, z_l)`` and returning :math:`h_l`, with
         ``h_above=None`` for the top layer (:class:`PathStep`). The default networks that
         read a state expect it ``hidden[-1]`` wide; give those modules too if it is not.
+    :param encoder_noise: the standard deviation of Gaussian noise added to the encoder's input
+        (the data as the networks read them, in ``[0, 1]`` for discrete data) while the model is
+        in training mode, as :func:`probgen.fit`'s steps run it: the denoising criterion of Im
+        et al. (2017), a regularizer of the amortized posterior (Shu et al. 2018). The model's
+        own program never sees the noise, so the training objective is still a bound on
+        :math:`\log p(x)`; in evaluation mode (validation, every estimator, sampling) the
+        encoder reads the data as they are. Default 0: no noise.
 
     A model built from names and the default networks has a ``config`` and reloads with
     :func:`probgen.load_model`; one with custom modules or a distribution as prior does not.
@@ -475,6 +482,7 @@ class HierarchicalVAE(DecoderModel):
         conditionals: Sequence[nn.Module] | None = None,
         posteriors: Sequence[nn.Module] | None = None,
         path: Sequence[nn.Module] | None = None,
+        encoder_noise: float = 0.0,
     ):
         # every argument is checked before any network is built
         latent_dims = layer_sizes(latent_dims, "latent_dims")
@@ -489,6 +497,7 @@ class HierarchicalVAE(DecoderModel):
                              "guide has no merge: pass inference='top-down' with it")
         hidden = layer_sizes(hidden, "hidden")
         positive_int(num_pseudo_inputs, "num_pseudo_inputs")
+        encoder_noise = non_negative_number(encoder_noise, "encoder_noise")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         top_down = inference is Inference.TOP_DOWN
@@ -517,6 +526,7 @@ class HierarchicalVAE(DecoderModel):
         super().__init__(data, likelihood, support_stated=likelihood_name is not None)
         self.latent_dims = latent_dims
         self.inference = inference
+        self.encoder_noise = encoder_noise
         self.top_down_path, self.merge = top_down_path, merge
         event_shape, width = info.event_shape, hidden[-1]
         # with a path, its step is the first hidden layer of every network reading the layers above
@@ -567,6 +577,7 @@ class HierarchicalVAE(DecoderModel):
                 "num_levels": num_levels,
                 "hidden": list(hidden),
                 "activation": activation,
+                "encoder_noise": encoder_noise,
             }
 
     # -- pieces -------------------------------------------------------------------------
@@ -647,6 +658,8 @@ class HierarchicalVAE(DecoderModel):
         """The amortized posterior: ``z1`` up to ``zL`` (bottom-up), or the ladder's
         ``zL`` down to ``z1`` (top-down), one draw per data point."""
         network_input = self._network_input(x)
+        if self.training and self.encoder_noise:  # the denoising criterion: in training only
+            network_input = network_input + self.encoder_noise * torch.randn_like(network_input)
         with pyro.plate("data", len(x), dim=-1):
             if self.inference is Inference.TOP_DOWN:
                 features, state = self._ladder_features(network_input), None

@@ -68,6 +68,26 @@ def test_each_point_is_refined_on_its_own(untrained):
             assert not torch.allclose(first[1:], second[1:], atol=1e-3)  # the others did move apart
 
 
+def test_refinement_reads_the_guide_as_estimators_do_whatever_the_mode():
+    """A guide that reads noisy data in training mode (encoder_noise) is refined as evaluated,
+    without the noise; the model's mode is left as it was."""
+    oracle = Oracle(diagonal=True)
+    x = oracle.sample(5, seed=3)
+    torch.manual_seed(0)
+    noisy = oracle.hvae("top-down", encoder_noise=1.0)
+    clean = oracle.hvae("top-down")
+    clean.load_state_dict(noisy.state_dict())
+    refined = []
+    for hvae, training in ((noisy, True), (clean, False)):
+        hvae.train(training)
+        pyro.set_rng_seed(0)
+        with torch.no_grad():
+            refined.append(refined_guide(hvae, x, 20, lr=0.05))
+        assert hvae.training is training
+    for name in ("z1", "z2"):
+        torch.testing.assert_close(refined[0].shifts[name], refined[1].shifts[name])
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"refine": -1}, "refine must be an integer >= 0, got -1"),
     ({"refine": 2.5}, "refine must be an integer >= 0, got 2.5"),

@@ -242,6 +242,35 @@ def test_the_top_down_guide_defaults_to_the_concat_merge_and_an_old_config_keeps
     assert pg.models.build_model(old).merge.value == "precision"
 
 
+@pytest.mark.parametrize("inference", INFERENCE)
+def test_encoder_noise_perturbs_what_the_guide_reads_in_training_only(digits, tmp_path, inference):
+    """encoder_noise: the guide reads x plus Gaussian noise while the model is in training mode
+    (what fit's steps run), the data as they are in evaluation mode (validation, every
+    estimator); the model's program never sees the noise, and the option survives a reload."""
+    noisy, clean = small_hvae(inference, encoder_noise=0.5), small_hvae(inference)
+    clean.load_state_dict(noisy.state_dict())
+    x = digits.test[:20]
+
+    def guide_draws(hvae, training):
+        hvae.train(training)
+        pyro.set_rng_seed(3)
+        trace = poutine.trace(hvae.guide).get_trace(x)
+        return [trace.nodes[name]["fn"].base_dist.loc for name in ("z1", "z2")]
+
+    for a, b in zip(guide_draws(noisy, False), guide_draws(clean, False)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(guide_draws(noisy, True), guide_draws(clean, True)):
+        assert (a - b).abs().max() > 1e-3
+    noisy.eval()
+    torch.testing.assert_close(pg.log_likelihood(noisy, x, method="iwae", num_samples=8).pointwise,
+                               pg.log_likelihood(clean, x, method="iwae", num_samples=8).pointwise)
+    loaded = pg.load_model(pg.save_model(noisy, tmp_path / "hvae.pt", data="optdigits"))
+    assert loaded.encoder_noise == 0.5 and loaded.config == noisy.config
+    old = dict(clean.config)
+    del old["encoder_noise"]  # a config written before the option existed
+    assert pg.models.build_model(old).encoder_noise == 0.0
+
+
 @pytest.mark.parametrize("top_down_path", PATH)
 def test_the_concat_merge_trains_and_round_trips(digits, tmp_path, top_down_path):
     """merge="concat": q(z_l | x, z_{>l}) read by one head from d_l and the state above, as
@@ -400,6 +429,9 @@ def test_custom_modules_leave_no_config():
          r"conditionals must be a sequence of 1 modules, each state_above -> \(loc, scale\)"),
         ({"hidden": ()}, ValueError, "hidden must be a non-empty sequence"),
         ({"num_pseudo_inputs": 0}, ValueError, "num_pseudo_inputs must be a positive integer, got 0"),
+        ({"encoder_noise": -0.1}, ValueError, "encoder_noise must be a non-negative finite number, got -0.1"),
+        ({"encoder_noise": float("nan")}, ValueError, "encoder_noise must be a non-negative finite number, got nan"),
+        ({"encoder_noise": "0.2"}, ValueError, "encoder_noise must be a non-negative finite number, got '0.2'"),
         ({"activation": "swishy"}, ValueError, "activation must be one of"),
         ({"prior": "cauchy"}, ValueError, "unknown prior 'cauchy'"),
         ({"prior": dist.Normal(torch.zeros(3), 1.0)}, ValueError, r"event_shape \(3,\)"),

@@ -131,6 +131,11 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
                              "seed": 1, "refine": 300}) == "vamp-clamped/published+ema0.999+seed1+refine300"
     clamped = script.build("vamp", INFO, "published", "clamped")
     assert clamped.config["pseudo_inputs"] == "clamped" and clamped.prior.bounds == (0.0, 1.0)
+    # a run whose encoder read noisy training images (train --encoder-noise 0.25) is a recipe of its own
+    assert script.result_key("vamp", "published", 0.999, "clamped", encoder_noise=0.25) == "vamp-clamped+noise0.25+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
+                             "encoder_noise": 0.25}) == "vamp-clamped/published+noise0.25+ema0.999"
+    assert script.build("vamp", INFO, "published", "clamped", 0.25).config["encoder_noise"] == 0.25
 
 
 def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monkeypatch):
