@@ -50,12 +50,16 @@ scores the best epoch so far, and the results of both priors are kept in
 Options of ``train`` change the recipe, to measure what matters: ``--pseudo-init data``
 starts the VampPrior's 500 pseudo-inputs at random training images instead of the library's
 uniform noise; ``--pseudo-init clamped`` starts them at 0.05 ± 0.01 and has the encoder read
-them clamped to [0, 1] (``pseudo_inputs="clamped"``, Tomczak & Welling's final code); and
-``--ema D`` validates, checkpoints and scores an exponential moving average of the weights
-with decay ``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the
-clamped form and the decay, e.g. ``runs/hvae_vamp-clamped_ema0.999``). ``evaluate`` reads
-the form and the decay from the checkpoint and records the run in a row of its own
-(``vamp+ema0.999``, ``vamp-clamped+ema0.999``); a run with ``--pseudo-init data`` leaves no
+them clamped to [0, 1] (``pseudo_inputs="clamped"``, Tomczak & Welling's final code);
+``--encoder-noise S`` has the guide read each training image with Gaussian noise of standard
+deviation S added (``encoder_noise=S``, the denoising criterion: a regularizer of the
+amortized encoder; validation and scoring read the images as they are); and ``--ema D``
+validates, checkpoints and scores an exponential moving average of the weights with decay
+``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the clamped
+form, the noise and the decay, e.g. ``runs/hvae_vamp-clamped_noise0.25_ema0.999``).
+``evaluate`` reads the form, the noise and the decay from the checkpoint and records the run
+in a row of its own (``vamp+ema0.999``, ``vamp-clamped+ema0.999``,
+``vamp-clamped+noise0.25+ema0.999``); a run with ``--pseudo-init data`` leaves no
 trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
 the published recipe's.
 
@@ -543,7 +547,8 @@ def table(results: dict) -> str:
              "nats with the VampPrior (Tomczak & Welling 2018: 83.19). Architectures: published = p(x | z1, z2) "
              "through the top-down path and q(z1 | x, z2) read by one head; markov = z2 -> z1 -> x with the ladder's "
              "precision-weighted merge; tomczak-welling = their networks exactly, as custom modules, with their "
-             "optimizer and pseudo-inputs. +ema D: validated, checkpointed and scored as the exponential moving "
+             "optimizer and pseudo-inputs. +noise S: the guide read each training image with Gaussian noise of standard "
+             "deviation S added (train --encoder-noise S; validated and scored without it). +ema D: validated, checkpointed and scored as the exponential moving "
              "average of the weights with decay D (train --ema D); without it, the last iterate. +refine N: the same "
              "model scored with each test image's proposal refined for N steps first (evaluate --refine N, "
              "pg.log_likelihood(..., refine=N)): a tighter bound on that model's NLL, so not a like-for-like figure "
