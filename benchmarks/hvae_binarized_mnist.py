@@ -258,10 +258,13 @@ def library_pseudo_inputs(pseudo_init: str) -> str:
 
 def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_noise: float = 0.0) -> str:
     """What a row's name adds after the recipe: the encoder's training noise where there was some
-    (``+noise0.25``), the weight average's decay where the run kept one (``+ema0.999``), the seed where it is not 0 (``+seed1``, a replicate of the recipe) and the
-    steps of per-image refinement where the score refined the proposal (``+refine300``: the same
-    model, a tighter bound)."""
-    return (f"+noise{encoder_noise:g}" if encoder_noise else "") + (f"+ema{ema:g}" if ema else "") + (f"+seed{seed}" if seed else "") + (f"+refine{refine}" if refine else "")
+    (``+noise0.25``), the weight average's decay where the run kept one (``+ema0.999``), the
+    seed where it is not 0 (``+seed1``, a replicate of the recipe) and the steps of per-image
+    refinement where the score refined the proposal (``+refine300``: the same model, a tighter
+    bound)."""
+    parts = [f"+noise{encoder_noise:g}" if encoder_noise else "", f"+ema{ema:g}" if ema else "",
+             f"+seed{seed}" if seed else "", f"+refine{refine}" if refine else ""]
+    return "".join(parts)
 
 
 def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform",
@@ -547,8 +550,9 @@ def table(results: dict) -> str:
              "nats with the VampPrior (Tomczak & Welling 2018: 83.19). Architectures: published = p(x | z1, z2) "
              "through the top-down path and q(z1 | x, z2) read by one head; markov = z2 -> z1 -> x with the ladder's "
              "precision-weighted merge; tomczak-welling = their networks exactly, as custom modules, with their "
-             "optimizer and pseudo-inputs. +noise S: the guide read each training image with Gaussian noise of standard "
-             "deviation S added (train --encoder-noise S; validated and scored without it). +ema D: validated, checkpointed and scored as the exponential moving "
+             "optimizer and pseudo-inputs. +noise S: the guide read each training image with Gaussian noise of "
+             "standard deviation S added (train --encoder-noise S; validated and scored without it). +ema D: "
+             "validated, checkpointed and scored as the exponential moving "
              "average of the weights with decay D (train --ema D); without it, the last iterate. +refine N: the same "
              "model scored with each test image's proposal refined for N steps first (evaluate --refine N, "
              "pg.log_likelihood(..., refine=N)): a tighter bound on that model's NLL, so not a like-for-like figure "
