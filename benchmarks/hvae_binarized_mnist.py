@@ -318,6 +318,9 @@ def train(args, data):
         raise SystemExit(f"error: --pseudo-init {args.pseudo_init} sets the library VampPrior's pseudo-inputs: it needs "
                          f"--prior vamp and an architecture other than {EXACT} (whose pseudo-inputs are a sigmoid of "
                          "its weights)")
+    if args.encoder_noise and args.architecture == EXACT:
+        raise SystemExit(f"error: --encoder-noise is an option of the library's networks; the {EXACT} architecture's "
+                         "encoder reads the data as they are")
     folder = Path(args.checkpoint_dir)
     done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
     if done and architecture_of(config) != args.architecture:
@@ -328,9 +331,6 @@ def train(args, data):
         return
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
-    if args.encoder_noise and args.architecture == EXACT:
-        raise SystemExit(f"error: --encoder-noise is an option of the library's networks; the {EXACT} architecture's "
-                         "encoder reads the data as they are")
     model = build(args.prior, data.info, args.architecture, library_pseudo_inputs(args.pseudo_init), args.encoder_noise)
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)

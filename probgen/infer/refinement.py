@@ -31,7 +31,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from ..checks import integer, positive_int, positive_number
-from .weights import trace_log_weights
+from .weights import evaluating, trace_log_weights
 
 __all__ = ["LocalGaussianOffsets", "check_refinement", "refined_guide"]
 
@@ -102,24 +102,20 @@ def refined_guide(model, x: torch.Tensor, steps: int, *, lr: float = 0.01, num_p
     if not check_refinement(steps, lr, num_particles):
         raise ValueError("refine must be at least 1 step here (0 means no refinement: use the guide itself)")
     offsets = LocalGaussianOffsets()
-    was_training = model.training
-    model.eval()  # the guide as estimators read it (e.g. without a hierarchical VAE's encoder_noise)
-    try:
-        with torch.enable_grad():
-            trace_log_weights(model.model, offsets(model.guide), 1, x, **kwargs)  # makes the parameters
-            parameters = offsets.parameters()
-            if not parameters:
-                raise ValueError(f"{type(model).__name__}'s guide has no Gaussian sample site: refine needs one "
-                                 "(a Normal, or Normals made one event by to_event) to shift and stretch")
-            optimizer = torch.optim.Adam(parameters, lr=lr)
-            for _ in range(steps):
-                log_w = trace_log_weights(model.model, offsets(model.guide), num_particles, x, **kwargs)
-                loss = -torch.logsumexp(log_w, 0).sum()  # each data point's bound reaches its own parameters only
-                for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
-                    parameter.grad = grad
-                optimizer.step()
-    finally:
-        model.train(was_training)
+    # the guide as estimators read it (e.g. without a hierarchical VAE's encoder_noise), with gradients
+    with evaluating(model, seed=None), torch.enable_grad():
+        trace_log_weights(model.model, offsets(model.guide), 1, x, **kwargs)  # makes the parameters
+        parameters = offsets.parameters()
+        if not parameters:
+            raise ValueError(f"{type(model).__name__}'s guide has no Gaussian sample site: refine needs one "
+                             "(a Normal, or Normals made one event by to_event) to shift and stretch")
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+        for _ in range(steps):
+            log_w = trace_log_weights(model.model, offsets(model.guide), num_particles, x, **kwargs)
+            loss = -torch.logsumexp(log_w, 0).sum()  # each data point's bound reaches its own parameters only
+            for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
+                parameter.grad = grad
+            optimizer.step()
     for parameter in parameters:
         parameter.requires_grad_(False)
     return offsets
