@@ -227,12 +227,13 @@ def published_networks(prior: str, info) -> pg.HierarchicalVAE:
 
 
 def build(prior: str, info, architecture: str = "published", pseudo_inputs: str = "uniform",
-          encoder_noise: float = 0.0) -> pg.HierarchicalVAE:
+          encoder_noise: float = 0.0, generative_dropout: float = 0.0) -> pg.HierarchicalVAE:
     if architecture == EXACT:
         return published_networks(prior, info)
     return pg.HierarchicalVAE(info, (40, 40), inference="top-down", prior=prior, num_pseudo_inputs=500,
                               pseudo_inputs=pseudo_inputs, hidden=(300, 300), activation="gated",
-                              encoder_noise=encoder_noise, **ARCHITECTURES[architecture])
+                              encoder_noise=encoder_noise, generative_dropout=generative_dropout,
+                              **ARCHITECTURES[architecture])
 
 
 def architecture_of(config: dict | None) -> str:
@@ -256,26 +257,29 @@ def library_pseudo_inputs(pseudo_init: str) -> str:
     return "clamped" if pseudo_init == "clamped" else "uniform"
 
 
-def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_noise: float = 0.0) -> str:
+def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_noise: float = 0.0,
+              generative_dropout: float = 0.0) -> str:
     """What a row's name adds after the recipe: the encoder's training noise where there was some
-    (``+noise0.25``), the weight average's decay where the run kept one (``+ema0.999``), the
+    (``+noise0.25``), the generative networks' dropout rate where there was some
+    (``+dropout0.2``), the weight average's decay where the run kept one (``+ema0.999``), the
     seed where it is not 0 (``+seed1``, a replicate of the recipe) and the steps of per-image
     refinement where the score refined the proposal (``+refine300``: the same model, a tighter
     bound)."""
-    parts = [f"+noise{encoder_noise:g}" if encoder_noise else "", f"+ema{ema:g}" if ema else "",
+    parts = [f"+noise{encoder_noise:g}" if encoder_noise else "",
+             f"+dropout{generative_dropout:g}" if generative_dropout else "", f"+ema{ema:g}" if ema else "",
              f"+seed{seed}" if seed else "", f"+refine{refine}" if refine else ""]
     return "".join(parts)
 
 
 def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform",
-               seed: int = 0, refine: int = 0, encoder_noise: float = 0.0) -> str:
+               seed: int = 0, refine: int = 0, encoder_noise: float = 0.0, generative_dropout: float = 0.0) -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
     pseudo-inputs where they are not the library's default (``vamp-clamped``), then
     :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``,
     ``vamp-clamped+ema0.999+seed1+refine300``)."""
     prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
-    return key + replicate(ema, seed, refine, encoder_noise)
+    return key + replicate(ema, seed, refine, encoder_noise, generative_dropout)
 
 
 class SavedRun(NamedTuple):
@@ -321,6 +325,9 @@ def train(args, data):
     if args.encoder_noise and args.architecture == EXACT:
         raise SystemExit(f"error: --encoder-noise is an option of the library's networks; the {EXACT} architecture's "
                          "encoder reads the data as they are")
+    if args.generative_dropout and args.architecture == EXACT:
+        raise SystemExit(f"error: --generative-dropout is an option of the library's networks; the {EXACT} "
+                         "architecture's networks have no dropout")
     folder = Path(args.checkpoint_dir)
     done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
     if done and architecture_of(config) != args.architecture:
@@ -331,7 +338,8 @@ def train(args, data):
         return
     target = min(done + args.epochs, args.max_epochs)
     torch.manual_seed(args.seed)
-    model = build(args.prior, data.info, args.architecture, library_pseudo_inputs(args.pseudo_init), args.encoder_noise)
+    model = build(args.prior, data.info, args.architecture, library_pseudo_inputs(args.pseudo_init), args.encoder_noise,
+                  args.generative_dropout)
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
     objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
@@ -381,6 +389,7 @@ def evaluate(args, data):
         "architecture": architecture,
         "pseudo_inputs": (config or {}).get("pseudo_inputs", "uniform"),
         "encoder_noise": (config or {}).get("encoder_noise", 0.0),
+        "generative_dropout": (config or {}).get("generative_dropout", 0.0),
         "ema": ema,
         "seed": seed,
         "epochs_run": done,
@@ -407,7 +416,7 @@ def evaluate(args, data):
     print(f"per-image test NLL saved to {scores} (compare runs on them with 'paired')")
     results = recorded_results()
     key = result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"], row["refine"],
-                     row["encoder_noise"])
+                     row["encoder_noise"], row["generative_dropout"])
     results[key] = row
     if not args.no_record:
         print(f"and for the row {key} to {record_scores(key, -iwae.pointwise)}")
@@ -524,7 +533,8 @@ def row_architecture(row: dict) -> str:
 def row_label(row: dict) -> str:
     """A recorded row's name in the table: prior/architecture, then :func:`replicate`."""
     label = f"{prior_name(row['prior'], row.get('pseudo_inputs', 'uniform'))}/{row_architecture(row)}"
-    return label + replicate(row.get("ema"), row.get("seed", 0), row.get("refine", 0), row.get("encoder_noise", 0.0))
+    return label + replicate(row.get("ema"), row.get("seed", 0), row.get("refine", 0), row.get("encoder_noise", 0.0),
+                             row.get("generative_dropout", 0.0))
 
 
 def table(results: dict) -> str:
@@ -551,7 +561,9 @@ def table(results: dict) -> str:
              "through the top-down path and q(z1 | x, z2) read by one head; markov = z2 -> z1 -> x with the ladder's "
              "precision-weighted merge; tomczak-welling = their networks exactly, as custom modules, with their "
              "optimizer and pseudo-inputs. +noise S: the guide read each training image with Gaussian noise of "
-             "standard deviation S added (train --encoder-noise S; validated and scored without it). +ema D: "
+             "standard deviation S added (train --encoder-noise S; validated and scored without it). +dropout P: "
+             "the decoder's, the conditional's and the lower path step's hidden units were dropped with probability P "
+             "in training (train --generative-dropout P; validated and scored as the mean network). +ema D: "
              "validated, checkpointed and scored as the exponential moving "
              "average of the weights with decay D (train --ema D); without it, the last iterate. +refine N: the same "
              "model scored with each test image's proposal refined for N steps first (evaluate --refine N, "
@@ -582,6 +594,11 @@ def main():
                              "of this standard deviation added (HierarchicalVAE's encoder_noise, the denoising "
                              "criterion; 0: none, the published recipe); it names the default --checkpoint-dir and "
                              "the row (+noise0.25); evaluate reads it from the checkpoint")
+    parser.add_argument("--generative-dropout", type=float, default=0.0,
+                        help="train, library architectures: dropout with this probability on the hidden units of "
+                             "the decoder, the conditional and the lower path step (HierarchicalVAE's "
+                             "generative_dropout; 0: none, the published recipe); it names the default "
+                             "--checkpoint-dir and the row (+dropout0.2); evaluate reads it from the checkpoint")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train: validate and keep an exponential moving average of the weights with this "
                              "decay (0: none, the published recipe); a resumed run must pass the same. It also "
@@ -624,7 +641,7 @@ def main():
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1
         key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init), args.seed,
-                         encoder_noise=args.encoder_noise)
+                         encoder_noise=args.encoder_noise, generative_dropout=args.generative_dropout)
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:

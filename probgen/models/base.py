@@ -97,6 +97,8 @@ def upgrade_config(config: dict) -> dict:
         config["merge"] = "precision"  # written before merge existed: the top-down guide had the ladder merge only
     if config.get("family") == "hvae" and "encoder_noise" not in config:
         config["encoder_noise"] = 0.0  # written before the option existed: the encoder read the data as they are
+    if config.get("family") == "hvae" and "generative_dropout" not in config:
+        config["generative_dropout"] = 0.0  # written before the option existed: no dropout
     if "data" in config or "event_shape" not in config:
         return config
     shape = list(config.pop("event_shape"))

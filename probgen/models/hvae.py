@@ -125,9 +125,24 @@ from pyro.nn import pyro_method
 from torch import nn
 from torch.distributions import constraints
 
-from ..checks import boolean, choice, layer_sizes, non_negative_number, positive_int
+from ..checks import (
+    boolean,
+    choice,
+    layer_sizes,
+    non_negative_number,
+    number,
+    positive_int,
+)
 from ..distributions import DataInfo, Likelihood, likelihood_for
-from ..nn import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder, hidden_layers, side_by_side
+from ..nn import (
+    ACTIVATIONS,
+    MLP,
+    GatedLinear,
+    MLPDecoder,
+    MLPEncoder,
+    hidden_layers,
+    side_by_side,
+)
 from .base import DecoderModel, register_family
 from .priors import check_pseudo_inputs, resolve_prior
 
@@ -183,6 +198,24 @@ def _init_per_block(module: nn.Module, blocks: Sequence[int]) -> None:
     with torch.no_grad():
         for block in weight.split(list(blocks), 1):
             block.uniform_(-block.shape[1] ** -0.5, block.shape[1] ** -0.5)
+
+
+#: the modules that end a hidden layer of the default networks (:data:`probgen.nn.ACTIVATIONS`)
+HIDDEN_LAYER_ENDS = (GatedLinear, nn.SiLU, nn.ReLU, nn.Tanh, nn.ELU)
+
+
+def _drop_hidden_units(networks: Sequence[nn.Module], p: float) -> None:
+    """Dropout with probability ``p`` on the output of every hidden layer in ``networks``, in
+    training mode only. It is a forward hook, so no module is added: the weights keep their
+    names, and a checkpoint loads whatever the rate."""
+
+    def drop(module, inputs, output):
+        return F.dropout(output, p, module.training)
+
+    for network in networks:
+        for module in network.modules():
+            if isinstance(module, HIDDEN_LAYER_ENDS):
+                module.register_forward_hook(drop)
 
 
 def _descend(path: nn.ModuleList | None, state: torch.Tensor | None, z: torch.Tensor, layer: int) -> torch.Tensor:
@@ -436,6 +469,14 @@ class HierarchicalVAE(DecoderModel):
         own program never sees the noise, so the training objective is still a bound on
         :math:`\log p(x)`; in evaluation mode (validation, every estimator, sampling) the
         encoder reads the data as they are. Default 0: no noise.
+    :param generative_dropout: dropout with this probability (in ``[0, 1)``) on the hidden
+        units of the generative networks: the decoder's, the conditionals' and, with a path,
+        the bottom step's (:math:`h_1`, read by the decoder alone; the guide reads the states
+        above it). In training mode only; the model evaluated (validation, every estimator,
+        sampling) is the mean network, all units kept (Srivastava et al. 2014). A regularizer
+        of the generative networks; it needs their default modules. The guide reads none of
+        these units, except with ``merge="precision"``, whose posterior steps merge with the
+        conditionals. Default 0: none.
 
     A model built from names and the default networks has a ``config`` and reloads with
     :func:`probgen.load_model`; one with custom modules or a distribution as prior does not.
@@ -483,6 +524,7 @@ class HierarchicalVAE(DecoderModel):
         posteriors: Sequence[nn.Module] | None = None,
         path: Sequence[nn.Module] | None = None,
         encoder_noise: float = 0.0,
+        generative_dropout: float = 0.0,
     ):
         # every argument is checked before any network is built
         latent_dims = layer_sizes(latent_dims, "latent_dims")
@@ -498,6 +540,10 @@ class HierarchicalVAE(DecoderModel):
         hidden = layer_sizes(hidden, "hidden")
         positive_int(num_pseudo_inputs, "num_pseudo_inputs")
         encoder_noise = non_negative_number(encoder_noise, "encoder_noise")
+        generative_dropout = number(generative_dropout, "generative_dropout", 0.0, 1.0)
+        if generative_dropout and any(part is not None for part in (decoder, conditionals, path)):
+            raise ValueError("generative_dropout drops hidden units of the default generative networks; with a custom "
+                             "decoder, conditionals or path, put dropout in those modules instead")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         top_down = inference is Inference.TOP_DOWN
@@ -561,6 +607,10 @@ class HierarchicalVAE(DecoderModel):
         self.decoder = decoder
         self.prior = resolve_prior(prior, latent_dims[-1], self._top_posterior_params, event_shape,
                                    num_pseudo_inputs=num_pseudo_inputs, pseudo_inputs=pseudo_inputs)
+        self.generative_dropout = generative_dropout
+        if generative_dropout:  # of the path's states, the guide reads all but h_1
+            bottom_step = self.path[:1] if top_down_path else []
+            _drop_hidden_units([self.decoder, *self.conditionals, *bottom_step], generative_dropout)
 
         if rebuildable:
             self.config = {
@@ -578,6 +628,7 @@ class HierarchicalVAE(DecoderModel):
                 "hidden": list(hidden),
                 "activation": activation,
                 "encoder_noise": encoder_noise,
+                "generative_dropout": generative_dropout,
             }
 
     # -- pieces -------------------------------------------------------------------------

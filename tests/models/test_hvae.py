@@ -271,6 +271,49 @@ def test_encoder_noise_perturbs_what_the_guide_reads_in_training_only(digits, tm
     assert pg.models.build_model(old).encoder_noise == 0.0
 
 
+@pytest.mark.parametrize(("inference", "top_down_path"),
+                         [("top-down", True), ("top-down", False), ("bottom-up", False)])
+def test_generative_dropout_drops_the_decoders_units_in_training_only(digits, tmp_path, inference, top_down_path):
+    """generative_dropout: in training mode the generative networks below the guide's reach
+    drop hidden units (two runs of the model on the same draws differ) while the guide is
+    untouched; in evaluation mode the model is the mean network (every estimator equals the
+    twin's without dropout); the option survives a reload."""
+    options = {"latent_dims": (6, 4, 3), "top_down_path": top_down_path}
+    dropped, kept = small_hvae(inference, generative_dropout=0.5, **options), small_hvae(inference, **options)
+    kept.load_state_dict(dropped.state_dict())
+    x = digits.test[:20]
+
+    kept.eval()
+    draws = poutine.trace(kept.guide).get_trace(x)  # one set of latents for every run below
+
+    def replayed(hvae, program, training, seed):
+        hvae.train(training)
+        pyro.set_rng_seed(seed)
+        return poutine.trace(poutine.replay(program, trace=draws)).get_trace(x)
+
+    def model_log_prob(hvae, training, seed):
+        return replayed(hvae, hvae.model, training, seed).log_prob_sum()
+
+    for training in (False, True):  # the guide reads no dropped unit
+        a, b = replayed(dropped, dropped.guide, training, 1), replayed(kept, kept.guide, training, 1)
+        for name in ("z1", "z2", "z3"):
+            torch.testing.assert_close(a.nodes[name]["fn"].base_dist.loc, b.nodes[name]["fn"].base_dist.loc)
+            torch.testing.assert_close(a.nodes[name]["fn"].base_dist.scale, b.nodes[name]["fn"].base_dist.scale)
+    torch.testing.assert_close(model_log_prob(dropped, False, 1), model_log_prob(kept, False, 1))
+    first = model_log_prob(dropped, True, 1)
+    assert abs(first - model_log_prob(dropped, True, 2)) > 1.0 and abs(first - model_log_prob(kept, True, 1)) > 1.0
+    torch.testing.assert_close(model_log_prob(kept, True, 2), model_log_prob(kept, True, 1))
+    dropped.eval()
+    torch.testing.assert_close(pg.log_likelihood(dropped, x, method="iwae", num_samples=8).pointwise,
+                               pg.log_likelihood(kept, x, method="iwae", num_samples=8).pointwise)
+    loaded = pg.load_model(pg.save_model(dropped, tmp_path / "hvae.pt", data="optdigits"))
+    assert loaded.generative_dropout == 0.5 and loaded.config == dropped.config
+    assert abs(model_log_prob(loaded, True, 1) - model_log_prob(loaded, True, 2)) > 1.0
+    old = dict(kept.config)
+    del old["generative_dropout"]  # a config written before the option existed
+    assert pg.models.build_model(old).generative_dropout == 0.0
+
+
 @pytest.mark.parametrize("top_down_path", PATH)
 def test_the_concat_merge_trains_and_round_trips(digits, tmp_path, top_down_path):
     """merge="concat": q(z_l | x, z_{>l}) read by one head from d_l and the state above, as
@@ -432,6 +475,12 @@ def test_custom_modules_leave_no_config():
         ({"encoder_noise": -0.1}, ValueError, "encoder_noise must be a non-negative finite number, got -0.1"),
         ({"encoder_noise": float("nan")}, ValueError, "encoder_noise must be a non-negative finite number, got nan"),
         ({"encoder_noise": "0.2"}, ValueError, "encoder_noise must be a non-negative finite number, got '0.2'"),
+        ({"generative_dropout": 1.0}, ValueError, r"generative_dropout must be a number from 0 up to \(not including\) 1, got 1.0"),
+        ({"generative_dropout": -0.1}, ValueError, "generative_dropout must be a number from 0 up to"),
+        ({"generative_dropout": float("nan")}, ValueError, "generative_dropout must be a number from 0 up to"),
+        ({"generative_dropout": "0.2"}, ValueError, "generative_dropout must be a number from 0 up to"),
+        ({"generative_dropout": 0.2, "decoder": nn.Linear(6, 64)}, ValueError,
+         "with a custom decoder, conditionals or path, put dropout in those modules instead"),
         ({"activation": "swishy"}, ValueError, "activation must be one of"),
         ({"prior": "cauchy"}, ValueError, "unknown prior 'cauchy'"),
         ({"prior": dist.Normal(torch.zeros(3), 1.0)}, ValueError, r"event_shape \(3,\)"),

@@ -136,6 +136,12 @@ def test_a_run_with_a_weight_average_or_another_seed_is_recorded_in_a_row_of_its
     assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
                              "encoder_noise": 0.25}) == "vamp-clamped/published+noise0.25+ema0.999"
     assert script.build("vamp", INFO, "published", "clamped", 0.25).config["encoder_noise"] == 0.25
+    # so is a run whose generative networks dropped hidden units (train --generative-dropout 0.1)
+    assert script.result_key("vamp", "published", 0.999, "clamped", generative_dropout=0.1) == \
+        "vamp-clamped+dropout0.1+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
+                             "generative_dropout": 0.1}) == "vamp-clamped/published+dropout0.1+ema0.999"
+    assert script.build("vamp", INFO, "published", "clamped", 0.0, 0.1).config["generative_dropout"] == 0.1
 
 
 def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monkeypatch):
