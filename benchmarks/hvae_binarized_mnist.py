@@ -53,13 +53,18 @@ uniform noise; ``--pseudo-init clamped`` starts them at 0.05 ± 0.01 and has the
 them clamped to [0, 1] (``pseudo_inputs="clamped"``, Tomczak & Welling's final code);
 ``--encoder-noise S`` has the guide read each training image with Gaussian noise of standard
 deviation S added (``encoder_noise=S``, the denoising criterion: a regularizer of the
-amortized encoder; validation and scoring read the images as they are); and ``--ema D``
+amortized encoder; validation and scoring read the images as they are);
+``--generative-dropout P`` drops the hidden units of the decoder, the conditional
+:math:`p(z_1 \mid z_2)` and the path's lower step with probability ``P`` in training
+(``generative_dropout=P``, a regularizer of the generative networks; validation and scoring
+read the mean network); and ``--ema D``
 validates, checkpoints and scores an exponential moving average of the weights with decay
 ``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the clamped
-form, the noise and the decay, e.g. ``runs/hvae_vamp-clamped_noise0.25_ema0.999``).
-``evaluate`` reads the form, the noise and the decay from the checkpoint and records the run
-in a row of its own (``vamp+ema0.999``, ``vamp-clamped+ema0.999``,
-``vamp-clamped+noise0.25+ema0.999``); a run with ``--pseudo-init data`` leaves no
+form, the noise, the dropout and the decay, e.g.
+``runs/hvae_vamp-clamped_dropout0.1_ema0.999``). ``evaluate`` reads them from the checkpoint
+and records the run in a row of its own (``vamp+ema0.999``, ``vamp-clamped+ema0.999``,
+``vamp-clamped+noise0.25+ema0.999``, ``vamp-clamped+dropout0.1+ema0.999``); a run with
+``--pseudo-init data`` leaves no
 trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
 the published recipe's.
 
