@@ -137,7 +137,6 @@ from ..distributions import DataInfo, Likelihood, likelihood_for
 from ..nn import (
     ACTIVATIONS,
     MLP,
-    GatedLinear,
     MLPDecoder,
     MLPEncoder,
     hidden_layers,
@@ -200,8 +199,8 @@ def _init_per_block(module: nn.Module, blocks: Sequence[int]) -> None:
             block.uniform_(-block.shape[1] ** -0.5, block.shape[1] ** -0.5)
 
 
-#: the modules that end a hidden layer of the default networks (:data:`probgen.nn.ACTIVATIONS`)
-HIDDEN_LAYER_ENDS = (GatedLinear, nn.SiLU, nn.ReLU, nn.Tanh, nn.ELU)
+#: the module types that end a hidden layer of the default networks, one per activation
+_HIDDEN_LAYER_ENDS = tuple({type(layer(1, 1)[-1]) for layer in ACTIVATIONS.values()})
 
 
 def _drop_hidden_units(networks: Sequence[nn.Module], p: float) -> None:
@@ -214,7 +213,7 @@ def _drop_hidden_units(networks: Sequence[nn.Module], p: float) -> None:
 
     for network in networks:
         for module in network.modules():
-            if isinstance(module, HIDDEN_LAYER_ENDS):
+            if isinstance(module, _HIDDEN_LAYER_ENDS):
                 module.register_forward_hook(drop)
 
 
