@@ -55,15 +55,19 @@ them clamped to [0, 1] (``pseudo_inputs="clamped"``, Tomczak & Welling's final c
 deviation S added (``encoder_noise=S``, the denoising criterion: a regularizer of the
 amortized encoder; validation and scoring read the images as they are);
 ``--generative-dropout P`` drops the hidden units of the decoder, the conditional
-:math:`p(z_1 \mid z_2)` and the path's lower step with probability ``P`` in training
+:math:`p(z_1 \\mid z_2)` and the path's lower step with probability ``P`` in training
 (``generative_dropout=P``, a regularizer of the generative networks; validation and scoring
-read the mean network); and ``--ema D``
+read the mean network); ``--iwae K`` trains on the IWAE bound with K particles in place of
+the ELBO (Burda et al. 2016; annealed over the same warm-up), and validates, stops early and
+picks the best epoch by that bound, so the epoch scored is chosen by the kind of figure the
+target is set on (the folder keeps K in its ``recipe.json``); and ``--ema D``
 validates, checkpoints and scores an exponential moving average of the weights with decay
 ``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the clamped
-form, the noise, the dropout and the decay, e.g.
+form, the noise, the dropout, the IWAE bound and the decay, e.g.
 ``runs/hvae_vamp-clamped_dropout0.1_ema0.999``). ``evaluate`` reads them from the checkpoint
-and records the run in a row of its own (``vamp+ema0.999``, ``vamp-clamped+ema0.999``,
-``vamp-clamped+noise0.25+ema0.999``, ``vamp-clamped+dropout0.1+ema0.999``); a run with
+folder and records the run in a row of its own (``vamp+ema0.999``, ``vamp-clamped+ema0.999``,
+``vamp-clamped+noise0.25+ema0.999``, ``vamp-clamped+dropout0.1+ema0.999``,
+``vamp-clamped+iwae10+ema0.999``); a run with
 ``--pseudo-init data`` leaves no
 trace in its checkpoint, so evaluate it with ``--no-record``: its row would take the place of
 the published recipe's.
@@ -87,7 +91,8 @@ data order, to measure how far two runs of one recipe differ; it names its own f
 (``runs/hvae_vamp-clamped_ema0.999_seed1``, ``vamp-clamped+ema0.999+seed1``), and ``evaluate``
 reads the seed from the checkpoint.
 
-Training stops for good when the validation ELBO has not improved for ``--patience`` epochs
+Training stops for good when the validation bound (the ELBO, or with ``--iwae K`` the IWAE
+bound) has not improved for ``--patience`` epochs
 or at ``--max-epochs``; a further ``train`` then says so and does nothing. ``--threads``
 (default 1) sets torch's CPU threads: the seconds per epoch in the table are measured with
 it. ``evaluate --num-test N --num-samples K`` scores a subset with fewer samples (a row so
@@ -263,28 +268,31 @@ def library_pseudo_inputs(pseudo_init: str) -> str:
 
 
 def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_noise: float = 0.0,
-              generative_dropout: float = 0.0) -> str:
+              generative_dropout: float = 0.0, iwae: int = 0) -> str:
     """What a row's name adds after the recipe: the encoder's training noise where there was some
     (``+noise0.25``), the generative networks' dropout rate where there was some
-    (``+dropout0.2``), the weight average's decay where the run kept one (``+ema0.999``), the
+    (``+dropout0.2``), the particles of the IWAE bound the run was trained on in place of the
+    ELBO (``+iwae10``), the weight average's decay where the run kept one (``+ema0.999``), the
     seed where it is not 0 (``+seed1``, a replicate of the recipe) and the steps of per-image
     refinement where the score refined the proposal (``+refine300``: the same model, a tighter
     bound)."""
     parts = [f"+noise{encoder_noise:g}" if encoder_noise else "",
-             f"+dropout{generative_dropout:g}" if generative_dropout else "", f"+ema{ema:g}" if ema else "",
+             f"+dropout{generative_dropout:g}" if generative_dropout else "", f"+iwae{iwae}" if iwae else "",
+             f"+ema{ema:g}" if ema else "",
              f"+seed{seed}" if seed else "", f"+refine{refine}" if refine else ""]
     return "".join(parts)
 
 
 def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform",
-               seed: int = 0, refine: int = 0, encoder_noise: float = 0.0, generative_dropout: float = 0.0) -> str:
+               seed: int = 0, refine: int = 0, encoder_noise: float = 0.0, generative_dropout: float = 0.0,
+               iwae: int = 0) -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
     pseudo-inputs where they are not the library's default (``vamp-clamped``), then
     :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``,
     ``vamp-clamped+ema0.999+seed1+refine300``)."""
     prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
-    return key + replicate(ema, seed, refine, encoder_noise, generative_dropout)
+    return key + replicate(ema, seed, refine, encoder_noise, generative_dropout, iwae)
 
 
 class SavedRun(NamedTuple):
@@ -306,6 +314,36 @@ def saved_run(checkpoint_dir: Path) -> SavedRun:
     state = pg.infer.load_checkpoint(last, required=("model", "epoch", "history", "config"))
     return SavedRun(state["epoch"], state["history"], state["config"],
                     state["ema"]["decay"] if "ema" in state else None, state.get("seed", 0))
+
+
+# beside a run's checkpoints, what of its recipe they do not keep: the training bound
+RECIPE = "recipe.json"
+
+
+def training_bound(checkpoint_dir: Path) -> int:
+    """The particles of the IWAE bound a run in ``checkpoint_dir`` is trained on (0: the ELBO, as
+    for every folder written before the choice existed)."""
+    path = checkpoint_dir / RECIPE
+    if not path.is_file():
+        return 0
+    try:
+        iwae = json.loads(path.read_text())["iwae"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"error: {path} should hold {{\"iwae\": k}}, the run's training bound; it cannot be "
+                         f"read ({error!r})") from None
+    if not isinstance(iwae, int) or isinstance(iwae, bool) or iwae < 0:
+        raise SystemExit(f"error: {path} should hold {{\"iwae\": k}} with k a whole number >= 0, got {iwae!r}")
+    return iwae
+
+
+def training_objective(iwae: int, warmup: int):
+    """What ``train`` optimizes: the ELBO (``iwae=0``) or the IWAE bound with ``iwae`` particles,
+    annealed over ``warmup`` epochs (0: none). Validation, early stopping and the best epoch
+    read the same bound without annealing."""
+    if not iwae:
+        return pg.infer.KLWarmup(warmup) if warmup > 0 else "elbo"
+    bound = pg.infer.IWAE(iwae)
+    return pg.infer.KLWarmup(warmup, elbo=bound) if warmup > 0 else bound
 
 
 def best_epoch(history: dict) -> int:
@@ -333,8 +371,14 @@ def train(args, data):
     if args.generative_dropout and args.architecture == EXACT:
         raise SystemExit(f"error: --generative-dropout is an option of the library's networks; the {EXACT} "
                          "architecture's networks have no dropout")
+    if args.iwae < 0:
+        raise SystemExit(f"error: --iwae takes the number of particles of the training bound, a whole number >= 0 "
+                         f"(0: the ELBO), got {args.iwae}")
     folder = Path(args.checkpoint_dir)
     done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
+    if done and training_bound(folder) != args.iwae:
+        raise SystemExit(f"error: {folder} holds a run trained with --iwae {training_bound(folder)}; pass the same to "
+                         "continue it, or choose another --checkpoint-dir")
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
                          f"--architecture {architecture_of(config)} to continue it, or choose another --checkpoint-dir")
@@ -347,7 +391,10 @@ def train(args, data):
                   args.generative_dropout)
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
-    objective = pg.infer.KLWarmup(args.warmup) if args.warmup > 0 else "elbo"
+    objective = training_objective(args.iwae, args.warmup)
+    if not done:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECIPE).write_text(json.dumps({"iwae": args.iwae}) + "\n")
     print(f"training epochs {done + 1}..{target} of at most {args.max_epochs} ({args.prior} prior, "
           f"{args.architecture} architecture, "
           f"{torch.get_num_threads()} thread(s), device {pg.infer.resolve_device(args.device)})")
@@ -357,8 +404,9 @@ def train(args, data):
                  patience=args.patience, device=args.device, seed=args.seed, checkpoint_dir=folder, resume=True,
                  progress=not args.no_progress)
     seconds = run.history["seconds"][done:]
+    bound = f"-IWAE (k = {args.iwae})" if args.iwae else "-ELBO"
     print(f"{run}; this stage: {len(seconds)} epochs, {statistics.median(seconds):.1f} s/epoch (median), "
-          f"validation -ELBO {run.history['valid_loss'][-1]:.2f} nats")
+          f"validation {bound} {run.history['valid_loss'][-1]:.2f} nats")
 
 
 def trained_model(path: Path, architecture: str, info) -> tuple[pg.HierarchicalVAE, str]:
@@ -395,6 +443,7 @@ def evaluate(args, data):
         "pseudo_inputs": (config or {}).get("pseudo_inputs", "uniform"),
         "encoder_noise": (config or {}).get("encoder_noise", 0.0),
         "generative_dropout": (config or {}).get("generative_dropout", 0.0),
+        "iwae": training_bound(folder),
         "ema": ema,
         "seed": seed,
         "epochs_run": done,
@@ -421,7 +470,7 @@ def evaluate(args, data):
     print(f"per-image test NLL saved to {scores} (compare runs on them with 'paired')")
     results = recorded_results()
     key = result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"], row["refine"],
-                     row["encoder_noise"], row["generative_dropout"])
+                     row["encoder_noise"], row["generative_dropout"], row["iwae"])
     results[key] = row
     if not args.no_record:
         print(f"and for the row {key} to {record_scores(key, -iwae.pointwise)}")
@@ -539,7 +588,7 @@ def row_label(row: dict) -> str:
     """A recorded row's name in the table: prior/architecture, then :func:`replicate`."""
     label = f"{prior_name(row['prior'], row.get('pseudo_inputs', 'uniform'))}/{row_architecture(row)}"
     return label + replicate(row.get("ema"), row.get("seed", 0), row.get("refine", 0), row.get("encoder_noise", 0.0),
-                             row.get("generative_dropout", 0.0))
+                             row.get("generative_dropout", 0.0), row.get("iwae", 0))
 
 
 def table(results: dict) -> str:
@@ -568,7 +617,9 @@ def table(results: dict) -> str:
              "optimizer and pseudo-inputs. +noise S: the guide read each training image with Gaussian noise of "
              "standard deviation S added (train --encoder-noise S; validated and scored without it). +dropout P: "
              "the decoder's, the conditional's and the lower path step's hidden units were dropped with probability P "
-             "in training (train --generative-dropout P; validated and scored as the mean network). +ema D: "
+             "in training (train --generative-dropout P; validated and scored as the mean network). +iwae K: trained on "
+             "the IWAE bound with K particles in place of the ELBO, annealed over the same warm-up, and validated "
+             "(best epoch, early stopping) by that bound (train --iwae K). +ema D: "
              "validated, checkpointed and scored as the exponential moving "
              "average of the weights with decay D (train --ema D); without it, the last iterate. +refine N: the same "
              "model scored with each test image's proposal refined for N steps first (evaluate --refine N, "
@@ -604,6 +655,12 @@ def main():
                              "the decoder, the conditional and the lower path step (HierarchicalVAE's "
                              "generative_dropout; 0: none, the published recipe); it names the default "
                              "--checkpoint-dir and the row (+dropout0.2); evaluate reads it from the checkpoint")
+    parser.add_argument("--iwae", type=int, default=0,
+                        help="train: optimize the IWAE bound with this many particles in place of the ELBO (Burda et "
+                             "al. 2016), annealed over the same --warmup; validation, early stopping and the best "
+                             "epoch read it too (0: the ELBO, the published recipe). It names the default "
+                             "--checkpoint-dir and the row (+iwae10); evaluate reads it from the folder's "
+                             f"{RECIPE}")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train: validate and keep an exponential moving average of the weights with this "
                              "decay (0: none, the published recipe); a resumed run must pass the same. It also "
@@ -646,7 +703,7 @@ def main():
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1
         key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init), args.seed,
-                         encoder_noise=args.encoder_noise, generative_dropout=args.generative_dropout)
+                         encoder_noise=args.encoder_noise, generative_dropout=args.generative_dropout, iwae=args.iwae)
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:

@@ -191,3 +191,54 @@ def test_paired_difference_of_two_runs_on_the_same_images(script, tmp_path, monk
     path.unlink()
     with pytest.raises(SystemExit, match="has no per-image scores at .*recorded before they were kept"):
         script.run_scores(key, 5000, 400, 10000)
+
+
+def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_its_row(script, images, tmp_path):
+    # the objective: annealed over the warm-up, the IWAE bound itself once beta reaches 1 and in validation
+    assert script.training_objective(0, 0) == "elbo"
+    assert isinstance(script.training_objective(0, 100).elbo, pg.infer.TraceELBO)
+    assert isinstance(script.training_objective(5, 0), pg.infer.IWAE)
+    small = pg.HierarchicalVAE(INFO, (4, 2), hidden=(16,), prior="normal")
+    objective = script.training_objective(3, 2)
+    assert objective.elbo.num_particles == 3 and objective.epochs == 2
+
+    def loss(fn):
+        pg.infer.seed_everything(0)
+        return fn(small, images[:20]).item()
+
+    plain = pg.infer.SVIObjective(pg.infer.IWAE(3))
+    objective.begin_epoch(1)
+    assert loss(objective.eval_loss) == pytest.approx(loss(plain.eval_loss), rel=1e-6)
+    # beta = 1/2 halves log p(z) - log q(z | x), negative on the whole, so the annealed loss is lower
+    assert loss(objective.train_loss) < loss(plain.eval_loss) - 0.05
+    objective.begin_epoch(2)
+    assert loss(objective.train_loss) == pytest.approx(loss(plain.eval_loss), rel=1e-6)
+
+    # the train stage keeps the bound beside the checkpoints, names the row by it and refuses to change it
+    folder = tmp_path / "iwae"
+    args = SimpleNamespace(prior="normal", architecture="published", pseudo_init="uniform", encoder_noise=0.0,
+                           generative_dropout=0.0, iwae=2, warmup=1, ema=0.0, checkpoint_dir=str(folder), epochs=1,
+                           max_epochs=10, patience=5, seed=0, device="cpu", no_progress=True)
+    data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
+    script.train(args, data)
+    assert json.loads((folder / script.RECIPE).read_text()) == {"iwae": 2}
+    assert script.training_bound(folder) == 2 and script.training_bound(tmp_path / "elbo") == 0
+    assert script.saved_run(folder).epochs == 1
+    args.iwae = 0
+    with pytest.raises(SystemExit, match=r"holds a run trained with --iwae 2; pass the same to continue it"):
+        script.train(args, data)
+    args.iwae = -1
+    with pytest.raises(SystemExit, match=r"--iwae takes the number of particles .* got -1"):
+        script.train(args, data)
+    assert script.saved_run(folder).epochs == 1  # nothing was trained or lost
+    (folder / script.RECIPE).write_text("{not json")
+    with pytest.raises(SystemExit, match=r"recipe.json should hold \{\"iwae\": k\}"):
+        script.training_bound(folder)
+    (folder / script.RECIPE).write_text('{"iwae": 2.5}')
+    with pytest.raises(SystemExit, match=r"k a whole number >= 0, got 2.5"):
+        script.training_bound(folder)
+
+    assert script.result_key("vamp", "published", 0.999, "clamped", iwae=10) == "vamp-clamped+iwae10+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
+                             "iwae": 10}) == "vamp-clamped/published+iwae10+ema0.999"
+    assert script.result_key("vamp", "published", 0.999, "clamped", iwae=0) == "vamp-clamped+ema0.999"
