@@ -309,6 +309,9 @@ class LadderMerge(nn.Module):
     :math:`h_{l+1}` (``context_features`` wide), beside :math:`d_l`: what the data say about
     :math:`z_l` depends on the layers above once the decoder reads them (a top-down path)."""
 
+    #: it merges with the conditional's ``(prior_loc, prior_scale)``, so the guide computes them
+    reads_prior = True
+
     def __init__(self, in_features: int, latent_dim: int, context_features: int = 0):
         super().__init__()
         self.context_features = context_features
@@ -329,6 +332,10 @@ class StatePosterior(nn.Module):
     It shares the generative path's state but not its conditional: nothing ties the posterior's
     scale to the prior's, the tie that slows the ladder merge early in training
     (:doc:`/hierarchical`)."""
+
+    #: it ignores the conditional's parameters, so the guide passes ``None`` for them and spares
+    #: the conditional's network a pass
+    reads_prior = False
 
     def __init__(self, in_features: int, latent_dim: int, context_features: int):
         super().__init__()
@@ -456,7 +463,8 @@ class HierarchicalVAE(DecoderModel):
         ``(loc, scale)`` of :math:`q(z_L \mid x)`; the others are called as
         ``posterior(d_l, z_above, prior_loc, prior_scale)`` with the generative conditional's
         parameters (:class:`LadderMerge`); with the path ``z_above`` is the state
-        :math:`h_{l+1}`.
+        :math:`h_{l+1}`. A module whose attribute ``reads_prior`` is false
+        (:class:`StatePosterior`) gets ``None`` for both, and the guide skips the conditional.
     :param path: replaces the path's steps (needs ``top_down_path=True``): ``L`` modules, the
         :math:`l`-th called as ``step(h_above, z_l)`` and returning :math:`h_l`, with
         ``h_above=None`` for the top layer (:class:`PathStep`). The default networks that
@@ -716,9 +724,11 @@ class HierarchicalVAE(DecoderModel):
                 for layer in range(self.num_layers, 0, -1):
                     if layer == self.num_layers:
                         loc, scale = self.posteriors[-1](features[-1])
-                    else:  # shares the generative state h_{l+1} and conditional p(z_l | h_{l+1})
-                        prior_loc, prior_scale = self.conditionals[layer - 1](state)
-                        loc, scale = self.posteriors[layer - 1](features[layer - 1], state, prior_loc, prior_scale)
+                    else:  # shares the generative state h_{l+1} and, if it reads it, p(z_l | h_{l+1})
+                        posterior = self.posteriors[layer - 1]
+                        prior_loc, prior_scale = (self.conditionals[layer - 1](state)
+                                                  if getattr(posterior, "reads_prior", True) else (None, None))
+                        loc, scale = posterior(features[layer - 1], state, prior_loc, prior_scale)
                     z = pyro.sample(self.site(layer), dist.Normal(loc, scale).to_event(1))
                     if layer > 1:
                         state = _descend(self.path, state, z, layer)

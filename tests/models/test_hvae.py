@@ -242,6 +242,43 @@ def test_the_top_down_guide_defaults_to_the_concat_merge_and_an_old_config_keeps
     assert pg.models.build_model(old).merge.value == "precision"
 
 
+@pytest.mark.parametrize("top_down_path", [True, False])
+def test_the_guide_runs_the_conditionals_only_for_posterior_steps_that_read_them(digits, top_down_path):
+    """The concat step ignores the conditional's (prior_loc, prior_scale), so the guide passes
+    None and spares the conditional a pass; the ladder merge and a custom step that does not
+    say otherwise get them."""
+    x = digits.test[:10]
+
+    def conditional_calls_in_guide(hvae):
+        calls = []
+        hooks = [c.register_forward_hook(lambda *_: calls.append(1)) for c in hvae.conditionals]
+        poutine.trace(hvae.guide).get_trace(x)
+        for hook in hooks:
+            hook.remove()
+        return len(calls)
+
+    latent_dims = (6, 4, 3)
+    assert conditional_calls_in_guide(small_hvae(latent_dims=latent_dims, top_down_path=top_down_path)) == 0
+    assert conditional_calls_in_guide(small_hvae(latent_dims=latent_dims, top_down_path=top_down_path,
+                                                 merge="precision")) == 2
+
+    class Reads(nn.Module):  # a user's step, written before reads_prior existed
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.seen = inner, []
+
+        def forward(self, features, above, prior_loc, prior_scale):
+            self.seen.append(prior_loc is not None and prior_scale is not None)
+            return self.inner(features, above, None, None)
+
+    width = 48
+    steps = [Reads(StatePosterior(width, d, width if top_down_path else above))
+             for d, above in zip(latent_dims, latent_dims[1:])]
+    custom = small_hvae(latent_dims=latent_dims, top_down_path=top_down_path,
+                        posteriors=[*steps, pg.models.hvae.GaussianHead(width, latent_dims[-1])])
+    assert conditional_calls_in_guide(custom) == 2 and all(step.seen == [True] for step in steps)
+
+
 @pytest.mark.parametrize("inference", INFERENCE)
 def test_encoder_noise_perturbs_what_the_guide_reads_in_training_only(digits, tmp_path, inference):
     """encoder_noise: the guide reads x plus Gaussian noise while the model is in training mode
