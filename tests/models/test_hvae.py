@@ -6,6 +6,8 @@ conditionals has the diffusion's explicit-chain ELBO on the same draws."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -273,7 +275,7 @@ def test_the_guide_runs_the_conditionals_only_for_posterior_steps_that_read_them
 
     width = 48
     steps = [Reads(StatePosterior(width, d, width if top_down_path else above))
-             for d, above in zip(latent_dims, latent_dims[1:])]
+             for d, above in pairwise(latent_dims)]
     custom = small_hvae(latent_dims=latent_dims, top_down_path=top_down_path,
                         posteriors=[*steps, pg.models.hvae.GaussianHead(width, latent_dims[-1])])
     assert conditional_calls_in_guide(custom) == 2 and all(step.seen == [True] for step in steps)
