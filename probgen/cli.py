@@ -31,11 +31,22 @@ import torch
 
 import probgen as pg
 
-from .checks import integer, layer_sizes, new_file, non_negative_number, positive_int, positive_number, seed, writable_folder
+from .checks import (
+    integer,
+    layer_sizes,
+    new_file,
+    non_negative_number,
+    number,
+    positive_int,
+    positive_number,
+    seed,
+    writable_folder,
+)
 from .infer.checkpoint import load_checkpoint
 from .infer.distributed import exit_process, launched
 from .infer.likelihood import LikelihoodEstimate
 from .diagnostics.plots import save_density
+from .nn import ACTIVATIONS
 
 __all__ = ["main", "FAMILY_BUILDERS", "COMPARE_BUDGETS", "budget_epochs"]
 
@@ -47,8 +58,12 @@ def _build_vae(info, args):
 
 def _build_hvae(info, args):
     latent_dims = (16, 8) if args.latent_dims is None else args.latent_dims
+    # options left unset on the command line keep the model's defaults
+    optional = {name: getattr(args, name) for name in ("hidden", "activation", "num_pseudo_inputs", "pseudo_inputs")
+                if getattr(args, name) is not None}
     return pg.HierarchicalVAE(info, latent_dims, inference=args.inference, top_down_path=args.top_down_path,
-                              merge=args.merge, prior=args.prior)
+                              merge=args.merge, prior=args.prior, encoder_noise=args.encoder_noise,
+                              generative_dropout=args.generative_dropout, **optional)
 
 
 def _build_flow(info, args):
@@ -94,6 +109,21 @@ def _family_arguments(parser):
                         help="HVAE, top-down guide: one head reading the data's features and the state above (concat, "
                              "the default: Tomczak & Welling's q(z1 | x, z2)), or the ladder's precision-weighted merge "
                              "with the prior")
+    parser.add_argument("--hidden", type=_integers, default=None,
+                        help="HVAE: hidden sizes of every network, comma-separated (default: the model's, 256,256)")
+    parser.add_argument("--activation", default=None, choices=sorted(ACTIVATIONS),
+                        help="HVAE: the networks' hidden units (default: the model's, silu; gated: Tomczak & Welling's)")
+    parser.add_argument("--num-pseudo-inputs", type=int, default=None,
+                        help="HVAE with --prior vamp: the VampPrior's pseudo-inputs (default: the model's, 50)")
+    parser.add_argument("--pseudo-inputs", default=None, choices=["uniform", "clamped"],
+                        help="HVAE with --prior vamp: free pseudo-inputs started uniform in [0, 1] (the default), or "
+                             "started at 0.05 and read clamped to [0, 1] (Tomczak & Welling's final code)")
+    parser.add_argument("--encoder-noise", type=float, default=0.0,
+                        help="HVAE: the guide reads each training point with Gaussian noise of this standard deviation "
+                             "added (a regularizer of the encoder; default 0: none)")
+    parser.add_argument("--generative-dropout", type=float, default=0.0,
+                        help="HVAE: dropout with this probability on the generative networks' hidden units in training "
+                             "(default 0: none)")
     parser.add_argument("--loss", default="nonsaturating", choices=["nonsaturating", "hinge", "wgan-gp"], help="GAN loss")
     parser.add_argument("--spectral-norm", action="store_true", help="GAN: spectrally normalized discriminator")
     parser.add_argument("--pack", type=int, default=1,
@@ -165,6 +195,10 @@ _OPTION_CHECKS = {
     "r1_weight": _optional(non_negative_number), "gp_weight": _optional(non_negative_number),
     "ais_steps": positive_int, "steps": _optional(positive_int), "refine": lambda value, name: integer(value, name, 0),
     "n": lambda value, name: integer(value, name, 1, MAX_FIGURE_SAMPLES),
+    "hidden": _optional(layer_sizes), "num_pseudo_inputs": _optional(positive_int),
+    "encoder_noise": non_negative_number, "generative_dropout": lambda value, name: number(value, name, 0, 1),
+    "ema": _optional(lambda value, name: number(value, name, 0, 1)),
+    "objective": _optional(lambda value, name: pg.infer.parse_objective(value)),
 }
 
 
@@ -205,7 +239,7 @@ def cmd_fit(args):
         print(f"fitting {args.family} on {data}")
     result = pg.fit(
         model, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, seed=args.seed, checkpoint_dir=checkpoints, resume=args.resume,
+        objective=args.objective, ema=args.ema, device=args.device, seed=args.seed, checkpoint_dir=checkpoints, resume=args.resume,
         progress=not args.no_progress, log_dir=args.tensorboard,
     )
     if main:  # the trained model is saved before anything else can fail
@@ -409,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, default=50)
     fit.add_argument("--batch-size", type=int, default=None, help="default: the model's, else 128")
     fit.add_argument("--lr", type=float, default=None, help="default: the model's, else 1e-3")
+    fit.add_argument("--objective", default=None,
+                     help="the training objective by name, e.g. elbo, iwae:10, warmup:100 (KL warm-up over 100 "
+                          "epochs), hinge:5 (default: the model's)")
+    fit.add_argument("--ema", type=float, default=None,
+                     help="validate, checkpoint and keep an exponential moving average of the weights with this decay, "
+                          "e.g. 0.999 (default: the model's, most have none; 0: none)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="auto")
     fit.add_argument("--out", default="runs/latest")

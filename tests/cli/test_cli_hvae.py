@@ -46,3 +46,43 @@ def test_bad_layer_sizes_end_in_one_line(tmp_path, capsys, value, message):
         assert main(arguments) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
+
+
+def test_fit_takes_the_networks_the_vampprior_the_regularizers_the_objective_and_the_average(tmp_path, capsys,
+                                                                                             monkeypatch):
+    out = tmp_path / "run"
+    calls, fit = [], pg.fit
+    monkeypatch.setattr(pg, "fit", lambda *args, **options: calls.append(options) or fit(*args, **options))
+    code = main(["fit", "hvae", "--data", "optdigits", "--epochs", "1", "--out", str(out), "--num-samples", "4",
+                 "--num-test", "10", "--no-progress", "--latent-dims", "6,3", "--inference", "top-down",
+                 "--top-down-path", "--prior", "vamp", "--num-pseudo-inputs", "7", "--pseudo-inputs", "clamped",
+                 "--hidden", "24", "--activation", "gated", "--encoder-noise", "0.1", "--generative-dropout", "0.1",
+                 "--objective", "iwae:3", "--ema", "0.99"])
+    assert code == 0, capsys.readouterr().err
+    model = pg.load_model(out / "model.pt")
+    config = model.config
+    assert (config["num_pseudo_inputs"], config["pseudo_inputs"], config["hidden"], config["activation"]) == \
+        (7, "clamped", [24], "gated")
+    assert (config["encoder_noise"], config["generative_dropout"]) == (0.1, 0.1)
+    assert model.prior.pseudo_inputs.shape[0] == 7
+    checkpoint = pg.infer.load_checkpoint(out / "checkpoints" / "last.pt", required=("ema",))
+    assert checkpoint["ema"]["decay"] == 0.99
+    assert calls[0]["objective"] == "iwae:3" and calls[0]["ema"] == 0.99
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--generative-dropout", "1", r"--generative-dropout must be a number from 0 up to \(not including\) 1, got 1.0"),
+    ("--encoder-noise", "-0.5", "--encoder-noise"),
+    ("--ema", "1.5", r"--ema must be a number from 0 up to \(not including\) 1, got 1.5"),
+    ("--objective", "iwae:0", "the number of particles after ':' must be a positive integer"),
+    ("--objective", "bogus", "unknown objective 'bogus'"),
+    ("--hidden", "24,0", "--hidden must be a non-empty sequence"),
+    ("--num-pseudo-inputs", "0", "--num-pseudo-inputs"),
+])
+def test_bad_model_and_training_options_are_refused_before_any_work(tmp_path, capsys, option, value, message):
+    out = tmp_path / "run"
+    assert main(["fit", "hvae", "--epochs", "1", "--out", str(out), "--no-progress", "--data", "no-such-data",
+                 option, value]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not out.exists()  # refused before the data were looked for or anything was written
