@@ -239,8 +239,8 @@ def cmd_fit(args):
         print(f"fitting {args.family} on {data}")
     result = pg.fit(
         model, data.train, data.valid, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        objective=args.objective, ema=args.ema, device=args.device, seed=args.seed, checkpoint_dir=checkpoints, resume=args.resume,
-        progress=not args.no_progress, log_dir=args.tensorboard,
+        objective=args.objective, ema=args.ema, device=args.device, seed=args.seed, checkpoint_dir=checkpoints,
+        resume=args.resume, progress=not args.no_progress, log_dir=args.tensorboard,
     )
     if main:  # the trained model is saved before anything else can fail
         print(result)
