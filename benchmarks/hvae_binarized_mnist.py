@@ -376,9 +376,10 @@ def train(args, data):
                          f"(0: the ELBO), got {args.iwae}")
     folder = Path(args.checkpoint_dir)
     done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
-    if done and training_bound(folder) != args.iwae:
-        raise SystemExit(f"error: {folder} holds a run trained with --iwae {training_bound(folder)}; pass the same to "
-                         "continue it, or choose another --checkpoint-dir")
+    trained_on = training_bound(folder) if done else args.iwae
+    if trained_on != args.iwae:
+        raise SystemExit(f"error: {folder} holds a run trained with --iwae {trained_on}; pass the same to continue it, "
+                         "or choose another --checkpoint-dir")
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
                          f"--architecture {architecture_of(config)} to continue it, or choose another --checkpoint-dir")
