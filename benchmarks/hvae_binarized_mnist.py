@@ -692,6 +692,10 @@ def main():
                              "from the checkpoint")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    # before torch's first parallel op, so that its worker threads inherit it: the trained gates and
+    # importance weights make subnormal floats, which the CPU multiplies many times slower
+    # (benchmarks/iwae_step.py); flushed to zero, they change no figure that is printed
+    torch.set_flush_denormal(True)
     if args.stage == "table":
         results = recorded_results()
         print(table(results) if results else f"no results recorded yet in {RESULTS.with_suffix('.json')}")

@@ -25,7 +25,7 @@ from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.poutine.messenger import Messenger
 
 from ..checks import positive_int
-from .weights import trace_log_weights
+from .weights import importance_logsumexp, trace_log_weights
 
 __all__ = ["Objective", "SVIObjective", "DifferentiableELBO", "IWAE", "TermsELBO", "TraceELBO", "MeanFieldELBO",
            "KLWarmup", "resolve_objective", "parse_objective", "ObjectiveName", "OBJECTIVES"]
@@ -253,7 +253,7 @@ class IWAE(DifferentiableELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_w = trace_log_weights(model, guide, self.num_particles, *args, **kwargs)
-        return -(torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
+        return -(importance_logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
 
 
 class _ReadsNothingBack(_FromDifferentiableLoss):

@@ -31,7 +31,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from ..checks import integer, positive_int, positive_number
-from .weights import evaluating, trace_log_weights
+from .weights import evaluating, importance_logsumexp, trace_log_weights
 
 __all__ = ["LocalGaussianOffsets", "check_refinement", "refined_guide"]
 
@@ -112,7 +112,7 @@ def refined_guide(model, x: torch.Tensor, steps: int, *, lr: float = 0.01, num_p
         optimizer = torch.optim.Adam(parameters, lr=lr)
         for _ in range(steps):
             log_w = trace_log_weights(model.model, offsets(model.guide), num_particles, x, **kwargs)
-            loss = -torch.logsumexp(log_w, 0).sum()  # each data point's bound reaches its own parameters only
+            loss = -importance_logsumexp(log_w, 0).sum()  # each data point's bound reaches its own parameters only
             for parameter, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
                 parameter.grad = grad
             optimizer.step()
