@@ -17,7 +17,8 @@ from .objectives import (
     parse_objective,
     resolve_objective,
 )
-from .weights import evaluating, importance_log_weights, log_weights, seed_everything, trace_log_weights
+from .weights import (evaluating, importance_log_weights, importance_logsumexp, log_weights, seed_everything,
+                      trace_log_weights)
 from .adversarial import Adversarial, AdversarialLoss, gradient_penalty
 from .ais import BDMCResult, bdmc, select_obs_noise, sigmoid_schedule
 
@@ -62,6 +63,7 @@ __all__ = [
     "save_model",
     "evaluating",
     "importance_log_weights",
+    "importance_logsumexp",
     "log_weights",
     "seed_everything",
     "trace_log_weights",
