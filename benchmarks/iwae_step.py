@@ -18,6 +18,7 @@ in machine load hit both alike. Both first train ``--warm-steps`` steps on the p
 
 It prints milliseconds per step (median over rounds) and the ratio plain / probgen, and the
 share of particles below eps^2 on the last batch (the plain side's weights).
+Results: ``docs/benchmark_results/iwae_step.txt``.
 """
 
 from __future__ import annotations
