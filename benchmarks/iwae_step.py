@@ -1,8 +1,8 @@
 """Time of an IWAE training step: probgen's bound against the same bound with a plain ``torch.logsumexp``.
 
-The two differ only in the gradient of the particles whose normalized importance weight is
-below eps^2 (about 1e-14 in float32): :func:`probgen.infer.weights.importance_logsumexp` leaves
-it out. torch's gradient scales each particle's whole backward pass by its weight, and once
+The two differ only in the gradient of the particles whose importance weight is below eps^2
+(about 1e-14 in float32) times the largest: :func:`probgen.infer.importance_logsumexp` leaves it
+out. torch's gradient scales each particle's whole backward pass by its weight, and once
 training has made some weights tiny, those rows of every layer's gradient are subnormal
 floats, which a CPU multiplies many times slower than normal ones.
 
@@ -17,7 +17,7 @@ in machine load hit both alike. Both first train ``--warm-steps`` steps on the p
     python benchmarks/iwae_step.py --checkpoint runs/hvae_vamp-clamped_iwae10_ema0.999/best.pt
 
 It prints milliseconds per step (median over rounds) and the ratio plain / probgen, and the
-share of particles below eps^2 on the last batch (the plain side's weights).
+share of particles below eps^2 times the largest weight on the last batch (the plain side's weights).
 Results: ``docs/benchmark_results/iwae_step.txt``.
 """
 
@@ -47,7 +47,7 @@ def iwae_loss(model, x, k, logsumexp):
 
 @torch.no_grad()
 def negligible_share(model, x, k) -> float:
-    """The share of particles whose normalized weight is below eps^2: those whose gradient
+    """The share of particles whose weight is below eps^2 times the largest: those whose gradient
     probgen leaves out, and the ones that make torch's backward pass subnormal."""
     log_w = trace_log_weights(model.model, model.guide, k, x)
     return (log_w - log_w.amax(0) < 2 * math.log(torch.finfo(log_w.dtype).eps)).float().mean().item()

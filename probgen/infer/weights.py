@@ -35,12 +35,13 @@ VALUES_PER_PASS = 2**22
 
 def importance_logsumexp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     r""":math:`\log \sum_i w_i` over ``dim``, as ``torch.logsumexp``, with no gradient through the
-    particles whose normalized weight :math:`w_i / \sum_j w_j` is below the square of the dtype's
-    machine epsilon (about :math:`10^{-14}` in float32).
+    particles whose weight is below the square of the dtype's machine epsilon (about
+    :math:`10^{-14}` in float32) times the largest, so that their normalized weight
+    :math:`w_i / \sum_j w_j` is below it too.
 
     The value is ``torch.logsumexp``'s, bit for bit. The gradient differs only in the left-out
-    particles' share, each below :math:`\epsilon^2` of the total, which adding it to the others'
-    in floating point could not register. Computing that share costs a great deal: the backward
+    particles' share, each below :math:`\epsilon^2` of the total: far below the rounding of the
+    float sum it would join. Computing that share costs a great deal: the backward
     pass scales each particle's gradient by its normalized weight, and once a trained guide makes
     some weights tiny, whole rows of every layer's gradient become subnormal numbers, which CPUs
     multiply tens of times slower. With them, an IWAE step of the binarized-MNIST hierarchical VAE

@@ -1,5 +1,5 @@
 """``importance_logsumexp``: torch.logsumexp's value, with no gradient through particles whose
-normalized weight is below eps^2 (their share of the gradient costs subnormal arithmetic and
+weight is below eps^2 times the largest (their share of the gradient costs subnormal arithmetic and
 could not register in the sum)."""
 
 import math
