@@ -23,7 +23,7 @@ from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, sav
 from .distributed import Ranks, current, join, launched, rank_seed
 from .graphs import CapturedSteps, EagerSteps, check_cuda_graph, graph_obstacle, portable_optimizer_state
 from .logs import TensorBoardLog
-from .objectives import Objective, resolve_objective
+from .objectives import Objective, objective_identity, resolve_objective
 from .weights import evaluating, seed_everything
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "Callback", "TrainingState", "resolve_device"]
@@ -234,7 +234,10 @@ def fit(
         atomically. A folder that already holds a checkpoint is refused unless ``resume``.
     :param resume: continue from ``checkpoint_dir/last.pt`` (start afresh if there is none).
         The optimizers' saved state, learning rates included, is restored, so ``lr`` only
-        sets the rates of a run that starts afresh.
+        sets the rates of a run that starts afresh. A call whose seed, batch size, objective,
+        ema or lr_schedule differs from the saved run's is refused before any work (it would
+        not repeat the run); the objective is compared by its repr (``"iwae:10"`` records
+        ``SVIObjective(IWAE(num_particles=10))``).
     :param progress: show a tqdm progress bar.
     :param callbacks: :class:`Callback` objects called at the start and end of every epoch
         (on every rank of a distributed run: write files where ``state.is_main``).
@@ -309,7 +312,8 @@ def fit(
     log = TensorBoardLog(log_dir, log_every) if log_dir is not None and (ranks is None or ranks.is_main) else None
     if checkpoint_dir is None and resume:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
-    folder = CheckpointFolder(checkpoint_dir, resume, seed=seed, batch_size=batch_size, ranks=ranks) \
+    folder = CheckpointFolder(checkpoint_dir, resume, seed=seed, batch_size=batch_size, ranks=ranks,
+                              objective=objective_identity(objective)) \
         if checkpoint_dir is not None else None
 
     model.to(device)
@@ -724,6 +728,7 @@ class Optimization:
             "seed": seed,
             "batch_size": batch_size,
             "world_size": 1,
+            "objective": objective_identity(state.objective),
         }
         if self.ranks is not None:  # a collective: every rank takes part, rank 0 writes
             snapshot["world_size"] = self.ranks.world_size
@@ -774,9 +779,11 @@ class CheckpointFolder:
     Opening the folder checks, before any work, that it can be written, removes the
     temporary files of a save that was killed mid-write (the checkpoint itself is intact: it
     is replaced only by a rename), and, on resume, that the saved run is the one asked for:
-    its layout, its seed and its batch size (another of either would give another history)."""
+    its layout, its seed, its batch size and its objective (another of any would give another
+    history; a checkpoint written before objectives were recorded is not checked for one)."""
 
-    def __init__(self, path, resume: bool, *, seed: int, batch_size: int, ranks: Ranks | None = None):
+    def __init__(self, path, resume: bool, *, seed: int, batch_size: int, ranks: Ranks | None = None,
+                 objective: str | None = None):
         self.path = writable_folder(path, "checkpoint_dir")
         self.ranks = ranks
         self.last, self.best = self.path / LAST, self.path / BEST
@@ -785,8 +792,9 @@ class CheckpointFolder:
             self.saved = load_checkpoint(self.last, required=SNAPSHOT_KEYS)
             _check_snapshot(self.saved, self.last)
             world_size = 1 if ranks is None else ranks.world_size
-            for name, value in (("seed", seed), ("batch_size", batch_size), ("world_size", world_size)):
-                if name in self.saved and self.saved[name] != value:
+            for name, value in (("seed", seed), ("batch_size", batch_size), ("world_size", world_size),
+                                ("objective", objective)):
+                if name in self.saved and value is not None and self.saved[name] != value:
                     raise ValueError(
                         f"{self.last} was written by a run with {name}={self.saved[name]!r}, this call has "
                         f"{name}={value!r}: resume with the same {name} (another would not repeat the run)"
@@ -844,7 +852,7 @@ class CheckpointFolder:
 SNAPSHOT_KEYS = ("model", "optimizers", "epoch", "history", "rng")
 _SNAPSHOT_TYPES = {"model": dict, "optimizers": dict, "schedulers": dict, "epoch": int, "history": dict,
                    "rng": dict, "seed": int, "batch_size": int, "world_size": int, "rng_ranks": list,
-                   "config": (dict, type(None)), "ema": dict, "objective_modules": list}
+                   "config": (dict, type(None)), "ema": dict, "objective_modules": list, "objective": str}
 
 
 def _check_snapshot(state: dict, path: Path) -> None:

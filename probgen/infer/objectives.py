@@ -163,7 +163,7 @@ class KLWarmup(SVIObjective):
         return self.elbo.differentiable_loss(scale(model.model), scale(model.guide), batch) / len(batch)
 
     def __repr__(self):
-        return f"KLWarmup(epochs={self.epochs}, elbo={type(self.elbo).__name__})"
+        return f"KLWarmup(epochs={self.epochs}, elbo={type(self.elbo).__name__}(num_particles={self.elbo.num_particles}))"
 
 
 class _FromDifferentiableLoss:
@@ -405,3 +405,14 @@ def resolve_objective(model, objective=None) -> Objective:
         return objective
     raise TypeError(f"cannot train with {type(objective).__name__}: expected an objective's name, a Pyro ELBO or a "
                     "probgen Objective")
+
+
+def objective_identity(objective: Objective) -> str:
+    """What a training checkpoint records of the objective that wrote it, so that a resume
+    with another is refused: the objective's repr when its class defines one (probgen's name
+    their particles, warm-up epochs or discriminator steps), else its class's full name (the
+    default repr holds a memory address, which no two runs share)."""
+    kind = type(objective)
+    if kind.__repr__ is object.__repr__:
+        return f"{kind.__module__}.{kind.__qualname__}"
+    return repr(objective)

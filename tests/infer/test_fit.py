@@ -1,4 +1,5 @@
 import math
+import re
 
 import pyro
 import pytest
@@ -176,6 +177,35 @@ def test_cosine_lr_schedule_and_exact_resume_with_a_scheduler(digits, tmp_path):
                      resume=True, progress=False)
     assert resumed.history["train_loss"] == whole.history["train_loss"]
     assert resumed.history["valid_loss"] == whole.history["valid_loss"]
+
+
+def test_resuming_with_another_objective_is_refused_before_any_work(digits, tmp_path):
+    train = digits.train[:200]
+    pg.fit(small_vae(), train, epochs=1, objective="iwae:3", checkpoint_dir=tmp_path, progress=False)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["objective"] == "SVIObjective(IWAE(num_particles=3))"
+    before = (tmp_path / "last.pt").read_bytes()
+    for other, named in (("iwae:5", "IWAE(num_particles=5)"), ("elbo", "TraceELBO(num_particles=1)"),
+                         (pg.infer.KLWarmup(10, elbo=pg.infer.IWAE(3)), "KLWarmup(epochs=10, elbo=IWAE(num_particles=3))")):
+        with pytest.raises(ValueError, match=rf"objective='SVIObjective\(IWAE\(num_particles=3\)\)'.*{re.escape(named)}.*"
+                                             "resume with the same objective"):
+            pg.fit(small_vae(), train, epochs=2, objective=other, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    resumed = pg.fit(small_vae(), train, epochs=2, objective="iwae:3", checkpoint_dir=tmp_path, resume=True,
+                     progress=False)
+    assert resumed.epochs_run == 2
+
+
+def test_a_checkpoint_written_before_objectives_were_recorded_still_resumes(digits, tmp_path):
+    train = digits.train[:200]
+    pg.fit(small_vae(), train, epochs=1, checkpoint_dir=tmp_path, progress=False)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    del saved["objective"]
+    torch.save(saved, tmp_path / "last.pt")
+    resumed = pg.fit(small_vae(), train, epochs=2, objective="iwae:2", checkpoint_dir=tmp_path, resume=True,
+                     progress=False)
+    assert resumed.epochs_run == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["objective"] == "SVIObjective(IWAE(num_particles=2))"
 
 
 def test_resuming_with_another_lr_schedule_is_refused(digits, tmp_path):
