@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--num-samples", type=int, default=1000, help="importance samples for the test IWAE")
     fit.add_argument("--num-test", type=int, default=None, help="evaluate on a fixed random subset of N test points")
     fit.add_argument("--resume", action="store_true",
-                     help="continue the run in --out from its last checkpoint (same options and seed)")
+                     help="continue the run in --out from its last checkpoint (same options and seed: another "
+                          "--objective, --ema, --batch-size or --seed is refused)")
     fit.add_argument("--no-progress", action="store_true")
     fit.add_argument("--tensorboard", default=None, metavar="DIR",
                      help="write TensorBoard logs there (needs the tensorboard package)")

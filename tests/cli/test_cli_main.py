@@ -70,6 +70,22 @@ def test_an_interrupted_run_continues_with_resume(tmp_path, capsys):
     assert resumed == straight
 
 
+def test_a_resume_with_another_objective_is_refused_and_the_run_is_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["fit", "vae", "--out", str(out), "--no-progress", "--num-test", "10", "--num-samples", "5",
+            "--objective", "iwae:2"]
+    assert main([*base, "--epochs", "1"]) == 0
+    kept = {name: (out / name).read_bytes() for name in ("model.pt", "metrics.json", "checkpoints/last.pt")}
+    capsys.readouterr()
+    assert main([*base[:-1], "elbo", "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "objective='SVIObjective(IWAE(num_particles=2))'" in err and "resume with the same objective" in err
+    assert "Traceback" not in err
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    assert main([*base, "--epochs", "2", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
