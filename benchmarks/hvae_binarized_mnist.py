@@ -60,7 +60,9 @@ amortized encoder; validation and scoring read the images as they are);
 read the mean network); ``--iwae K`` trains on the IWAE bound with K particles in place of
 the ELBO (Burda et al. 2016; annealed over the same warm-up), and validates, stops early and
 picks the best epoch by that bound, so the epoch scored is chosen by the kind of figure the
-target is set on (the folder keeps K in its ``recipe.json``); and ``--ema D``
+target is set on (the folder keeps K in its ``recipe.json``); ``--dreg`` with ``--iwae K``
+trains on the same bound with the doubly reparameterized gradient (``pg.infer.DReGIWAE``,
+Tucker et al. 2019: less noise in the guide's gradient at large K; row ``+dregK``); and ``--ema D``
 validates, checkpoints and scores an exponential moving average of the weights with decay
 ``D``. Give such a run its own ``--checkpoint-dir`` (the default folder names the clamped
 form, the noise, the dropout, the IWAE bound and the decay, e.g.
@@ -268,16 +270,16 @@ def library_pseudo_inputs(pseudo_init: str) -> str:
 
 
 def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_noise: float = 0.0,
-              generative_dropout: float = 0.0, iwae: int = 0) -> str:
+              generative_dropout: float = 0.0, iwae: int = 0, dreg: bool = False) -> str:
     """What a row's name adds after the recipe: the encoder's training noise where there was some
     (``+noise0.25``), the generative networks' dropout rate where there was some
     (``+dropout0.2``), the particles of the IWAE bound the run was trained on in place of the
-    ELBO (``+iwae10``), the weight average's decay where the run kept one (``+ema0.999``), the
+    ELBO (``+iwae10``; ``+dreg10`` with the doubly reparameterized gradient), the weight average's decay where the run kept one (``+ema0.999``), the
     seed where it is not 0 (``+seed1``, a replicate of the recipe) and the steps of per-image
     refinement where the score refined the proposal (``+refine300``: the same model, a tighter
     bound)."""
     parts = [f"+noise{encoder_noise:g}" if encoder_noise else "",
-             f"+dropout{generative_dropout:g}" if generative_dropout else "", f"+iwae{iwae}" if iwae else "",
+             f"+dropout{generative_dropout:g}" if generative_dropout else "", f"+{'dreg' if dreg else 'iwae'}{iwae}" if iwae else "",
              f"+ema{ema:g}" if ema else "",
              f"+seed{seed}" if seed else "", f"+refine{refine}" if refine else ""]
     return "".join(parts)
@@ -285,14 +287,14 @@ def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_
 
 def result_key(prior: str, architecture: str, ema: float | None = None, pseudo_inputs: str = "uniform",
                seed: int = 0, refine: int = 0, encoder_noise: float = 0.0, generative_dropout: float = 0.0,
-               iwae: int = 0) -> str:
+               iwae: int = 0, dreg: bool = False) -> str:
     """The row of the results: the prior alone for the published architecture, the VampPrior's
     pseudo-inputs where they are not the library's default (``vamp-clamped``), then
     :func:`replicate` (``vamp+ema0.999``, ``vamp-clamped+ema0.999+seed1``,
     ``vamp-clamped+ema0.999+seed1+refine300``)."""
     prior = prior_name(prior, pseudo_inputs)
     key = prior if architecture == "published" else f"{prior}/{architecture}"
-    return key + replicate(ema, seed, refine, encoder_noise, generative_dropout, iwae)
+    return key + replicate(ema, seed, refine, encoder_noise, generative_dropout, iwae, dreg)
 
 
 class SavedRun(NamedTuple):
@@ -320,29 +322,33 @@ def saved_run(checkpoint_dir: Path) -> SavedRun:
 RECIPE = "recipe.json"
 
 
-def training_bound(checkpoint_dir: Path) -> int:
+def training_bound(checkpoint_dir: Path) -> tuple[int, bool]:
     """The particles of the IWAE bound a run in ``checkpoint_dir`` is trained on (0: the ELBO, as
-    for every folder written before the choice existed)."""
+    for every folder written before the choice existed), and whether its gradient was the doubly
+    reparameterized one (``"dreg": true``; absent: no)."""
     path = checkpoint_dir / RECIPE
     if not path.is_file():
-        return 0
+        return 0, False
     try:
-        iwae = json.loads(path.read_text())["iwae"]
-    except (ValueError, KeyError, TypeError) as error:
+        recipe = json.loads(path.read_text())
+        iwae, dreg = recipe["iwae"], recipe.get("dreg", False)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise SystemExit(f"error: {path} should hold {{\"iwae\": k}}, the run's training bound; it cannot be "
                          f"read ({error!r})") from None
     if not isinstance(iwae, int) or isinstance(iwae, bool) or iwae < 0:
         raise SystemExit(f"error: {path} should hold {{\"iwae\": k}} with k a whole number >= 0, got {iwae!r}")
-    return iwae
+    if not isinstance(dreg, bool) or (dreg and not iwae):
+        raise SystemExit(f"error: {path}'s \"dreg\" should be true or false (true only with \"iwae\" > 0), got {dreg!r}")
+    return iwae, dreg
 
 
-def training_objective(iwae: int, warmup: int):
-    """What ``train`` optimizes: the ELBO (``iwae=0``) or the IWAE bound with ``iwae`` particles,
-    annealed over ``warmup`` epochs (0: none). Validation, early stopping and the best epoch
-    read the same bound without annealing."""
+def training_objective(iwae: int, warmup: int, dreg: bool = False):
+    """What ``train`` optimizes: the ELBO (``iwae=0``) or the IWAE bound with ``iwae`` particles
+    (``dreg``: with the doubly reparameterized gradient), annealed over ``warmup`` epochs (0: none).
+    Validation, early stopping and the best epoch read the same bound without annealing."""
     if not iwae:
         return pg.infer.KLWarmup(warmup) if warmup > 0 else "elbo"
-    bound = pg.infer.IWAE(iwae)
+    bound = pg.infer.DReGIWAE(iwae) if dreg else pg.infer.IWAE(iwae)
     return pg.infer.KLWarmup(warmup, elbo=bound) if warmup > 0 else bound
 
 
@@ -374,11 +380,14 @@ def train(args, data):
     if args.iwae < 0:
         raise SystemExit(f"error: --iwae takes the number of particles of the training bound, a whole number >= 0 "
                          f"(0: the ELBO), got {args.iwae}")
+    if args.dreg and not args.iwae:
+        raise SystemExit("error: --dreg is a gradient of the IWAE bound: pass --iwae K with it")
     folder = Path(args.checkpoint_dir)
     done, history, config, _, _ = saved_run(folder)  # pg.fit refuses a resume with another --ema or --seed
-    trained_on = training_bound(folder) if done else args.iwae
-    if trained_on != args.iwae:
-        raise SystemExit(f"error: {folder} holds a run trained with --iwae {trained_on}; pass the same to continue it, "
+    trained_on = training_bound(folder) if done else (args.iwae, args.dreg)
+    if trained_on != (args.iwae, args.dreg):
+        raise SystemExit(f"error: {folder} holds a run trained with --iwae {trained_on[0]}"
+                         f"{' --dreg' if trained_on[1] else ''}; pass the same to continue it, "
                          "or choose another --checkpoint-dir")
     if done and architecture_of(config) != args.architecture:
         raise SystemExit(f"error: {folder} holds a run of the {architecture_of(config)!r} architecture; pass "
@@ -392,10 +401,11 @@ def train(args, data):
                   args.generative_dropout)
     if args.pseudo_init == "data" and not done:  # a resumed run reads its own
         start_at_training_images(model, data.train, args.seed)
-    objective = training_objective(args.iwae, args.warmup)
+    objective = training_objective(args.iwae, args.warmup, args.dreg)
     if not done:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / RECIPE).write_text(json.dumps({"iwae": args.iwae}) + "\n")
+        recipe = {"iwae": args.iwae, "dreg": True} if args.dreg else {"iwae": args.iwae}
+        (folder / RECIPE).write_text(json.dumps(recipe) + "\n")
     print(f"training epochs {done + 1}..{target} of at most {args.max_epochs} ({args.prior} prior, "
           f"{args.architecture} architecture, "
           f"{torch.get_num_threads()} thread(s), device {pg.infer.resolve_device(args.device)})")
@@ -438,13 +448,15 @@ def evaluate(args, data):
     minutes = (time.perf_counter() - started) / 60
     elbo = pg.log_likelihood(model, test, method="elbo", num_samples=1)
     units = pg.diagnostics.active_units(model, test[:1000])
+    bound = training_bound(folder)
     row = {
         "prior": prior,
         "architecture": architecture,
         "pseudo_inputs": (config or {}).get("pseudo_inputs", "uniform"),
         "encoder_noise": (config or {}).get("encoder_noise", 0.0),
         "generative_dropout": (config or {}).get("generative_dropout", 0.0),
-        "iwae": training_bound(folder),
+        "iwae": bound[0],
+        "dreg": bound[1],
         "ema": ema,
         "seed": seed,
         "epochs_run": done,
@@ -471,7 +483,7 @@ def evaluate(args, data):
     print(f"per-image test NLL saved to {scores} (compare runs on them with 'paired')")
     results = recorded_results()
     key = result_key(row["prior"], row["architecture"], row["ema"], row["pseudo_inputs"], row["seed"], row["refine"],
-                     row["encoder_noise"], row["generative_dropout"], row["iwae"])
+                     row["encoder_noise"], row["generative_dropout"], row["iwae"], row["dreg"])
     results[key] = row
     if not args.no_record:
         print(f"and for the row {key} to {record_scores(key, -iwae.pointwise)}")
@@ -589,7 +601,7 @@ def row_label(row: dict) -> str:
     """A recorded row's name in the table: prior/architecture, then :func:`replicate`."""
     label = f"{prior_name(row['prior'], row.get('pseudo_inputs', 'uniform'))}/{row_architecture(row)}"
     return label + replicate(row.get("ema"), row.get("seed", 0), row.get("refine", 0), row.get("encoder_noise", 0.0),
-                             row.get("generative_dropout", 0.0), row.get("iwae", 0))
+                             row.get("generative_dropout", 0.0), row.get("iwae", 0), row.get("dreg", False))
 
 
 def table(results: dict) -> str:
@@ -620,7 +632,8 @@ def table(results: dict) -> str:
              "the decoder's, the conditional's and the lower path step's hidden units were dropped with probability P "
              "in training (train --generative-dropout P; validated and scored as the mean network). +iwae K: trained on "
              "the IWAE bound with K particles in place of the ELBO, annealed over the same warm-up, and validated "
-             "(best epoch, early stopping) by that bound (train --iwae K). +ema D: "
+             "(best epoch, early stopping) by that bound (train --iwae K). +dreg K: as +iwae K, with the doubly "
+             "reparameterized gradient of that bound (train --iwae K --dreg; pg.infer.DReGIWAE). +ema D: "
              "validated, checkpointed and scored as the exponential moving "
              "average of the weights with decay D (train --ema D); without it, the last iterate. +refine N: the same "
              "model scored with each test image's proposal refined for N steps first (evaluate --refine N, "
@@ -662,6 +675,11 @@ def main():
                              "epoch read it too (0: the ELBO, the published recipe). It names the default "
                              "--checkpoint-dir and the row (+iwae10); evaluate reads it from the folder's "
                              f"{RECIPE}")
+    parser.add_argument("--dreg", action="store_true",
+                        help="train, with --iwae K: the doubly reparameterized gradient of that bound (Tucker et al. "
+                             "2019, pg.infer.DReGIWAE): the same bound, less noise in the guide's gradient, a second "
+                             "run of the guide per step. It names the default --checkpoint-dir and the row (+dreg50); "
+                             f"evaluate reads it from the folder's {RECIPE}")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="train: validate and keep an exponential moving average of the weights with this "
                              "decay (0: none, the published recipe); a resumed run must pass the same. It also "
@@ -708,7 +726,8 @@ def main():
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1
         key = result_key(args.prior, args.architecture, args.ema, library_pseudo_inputs(args.pseudo_init), args.seed,
-                         encoder_noise=args.encoder_noise, generative_dropout=args.generative_dropout, iwae=args.iwae)
+                         encoder_noise=args.encoder_noise, generative_dropout=args.generative_dropout, iwae=args.iwae,
+                         dreg=args.dreg)
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:

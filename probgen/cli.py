@@ -444,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=None, help="default: the model's, else 128")
     fit.add_argument("--lr", type=float, default=None, help="default: the model's, else 1e-3")
     fit.add_argument("--objective", default=None,
-                     help="the training objective by name, e.g. elbo, iwae:10, warmup:100 (KL warm-up over 100 "
-                          "epochs), hinge:5 (default: the model's)")
+                     help="the training objective by name, e.g. elbo, iwae:10, dreg:10 (the IWAE bound with the doubly "
+                          "reparameterized gradient), warmup:100 (KL warm-up over 100 epochs), hinge:5 (default: the "
+                          "model's)")
     fit.add_argument("--ema", type=float, default=None,
                      help="validate, checkpoint and keep an exponential moving average of the weights with this decay, "
                           "e.g. 0.999 (default: the model's, most have none; 0: none)")

@@ -6,6 +6,7 @@ from .likelihood import ESTIMATORS, LikelihoodEstimate, log_likelihood, register
 from .comparison import Comparison, ComparisonRow, compare
 from .objectives import (
     IWAE,
+    DReGIWAE,
     OBJECTIVES,
     DifferentiableELBO,
     KLWarmup,
@@ -17,8 +18,8 @@ from .objectives import (
     parse_objective,
     resolve_objective,
 )
-from .weights import (evaluating, importance_log_weights, importance_logsumexp, log_weights, seed_everything,
-                      trace_log_weights)
+from .weights import (doubly_reparameterized_log_weights, evaluating, importance_log_weights, importance_logsumexp,
+                      log_weights, seed_everything, trace_log_weights)
 from .adversarial import Adversarial, AdversarialLoss, gradient_penalty
 from .ais import BDMCResult, bdmc, select_obs_noise, sigmoid_schedule
 
@@ -37,6 +38,7 @@ __all__ = [
     "compare",
     "CheckpointError",
     "DifferentiableELBO",
+    "DReGIWAE",
     "ESTIMATORS",
     "FitResult",
     "IWAE",
@@ -67,4 +69,5 @@ __all__ = [
     "log_weights",
     "seed_everything",
     "trace_log_weights",
+    "doubly_reparameterized_log_weights",
 ]

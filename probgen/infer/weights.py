@@ -15,17 +15,19 @@ checks off (the data were validated up front), the ``param`` statements that onl
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from ..checks import boolean, positive_int
 from ..checks import seed as check_seed
 from .distributed import rank_seed, sharding
 
-__all__ = ["trace_log_weights", "log_weights", "importance_log_weights", "importance_logsumexp",
+__all__ = ["trace_log_weights", "doubly_reparameterized_log_weights", "log_weights", "importance_log_weights", "importance_logsumexp",
            "negligible_particles", "evaluating", "seed_everything", "VALUES_PER_PASS"]
 
 #: data values (samples x data points x dimensions) per vectorized pass of an estimator: the
@@ -86,6 +88,137 @@ def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> 
             f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}"
         )
     return log_w
+
+
+class ParticleGradientScale:
+    """Multiplies the gradient that reaches each latent draw through the log-densities by its
+    particle's ``weights`` (``(num_samples, num_data)``), which are set after the forward pass
+    and read in the backward one."""
+
+    def __init__(self):
+        self.weights: torch.Tensor | None = None
+
+    def attach(self, value: torch.Tensor) -> torch.Tensor:
+        """A view of ``value`` whose gradient will be scaled: the densities read the view, while
+        the guide's own draws below it keep their unscaled path to the parameters. Without a
+        gradient (evaluation under ``torch.no_grad``) there is nothing to scale."""
+        if not value.requires_grad:
+            return value
+        view = value.view_as(value)
+        view.register_hook(self._scale)
+        return view
+
+    def _scale(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            raise RuntimeError("the particles' weights were not set before the backward pass")
+        w = self.weights
+        return grad * w.reshape(w.shape + (1,) * (grad.dim() - w.dim()))
+
+
+def owning_module(fn) -> torch.nn.Module | None:
+    """The module a guide belongs to: the guide itself, the owner of a bound method, or either
+    inside Pyro handlers (``poutine.scale(m.guide)``); ``None`` for anything else."""
+    while True:
+        if isinstance(fn, torch.nn.Module):
+            return fn
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            return owner
+        if not (isinstance(fn, functools.partial) and fn.args):  # a Pyro handler wraps its function last
+            return None
+        fn = fn.args[-1]
+
+
+@contextlib.contextmanager
+def detached_parameters(module: torch.nn.Module):
+    """Inside this block ``module`` computes with detached copies of its parameters (same
+    values, no gradient); the parameters themselves are back in place afterwards."""
+    slots = [(owner, name, param) for owner in module.modules() for name, param in owner._parameters.items()
+             if param is not None]
+    try:
+        for owner, name, param in slots:
+            owner._parameters[name] = param.detach()
+        yield
+    finally:
+        for owner, name, param in slots:
+            owner._parameters[name] = param
+
+
+def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *args, check_guide: bool = False,
+                                       **kwargs):
+    r"""Log importance weights ``(num_samples, num_data)`` laid out for the doubly reparameterized
+    gradient (Tucker et al. 2019), and the :class:`ParticleGradientScale` that finishes it.
+
+    The weights' values are :func:`trace_log_weights`' on the same draws. Their graph differs:
+    :math:`\log q` is computed by the guide run again, replayed on its draws, with its module's
+    parameters detached, so it depends on the parameters only through the draws
+    :math:`z = g_\phi(\epsilon)`; and the draws reach both densities through a view whose
+    gradient the returned scale multiplies by each particle's weights. The caller sets
+    ``scale.weights`` before the backward pass.
+
+    The guide's second run must give the first one's densities: it has to be a function of the
+    data and its latents alone (no dropout or input noise of its own in training mode).
+    ``check_guide=True`` compares the two runs' :math:`\log q` (this reads a value back from the
+    device once), and raises a ``ValueError`` if they differ.
+
+    :raises TypeError: the guide is not a torch module or a method of one (its parameters
+        must be detachable).
+    :raises ValueError: a latent site cannot be reparameterized, or its draws are not laid out
+        as ``(num_samples, num_data, ...)``.
+    """
+    module = owning_module(guide_fn)
+    if module is None:
+        raise TypeError(f"the doubly reparameterized gradient detaches the guide's parameters: pass a guide that is a "
+                        f"torch.nn.Module or a method of one, got {guide_fn!r}")
+    scale = ParticleGradientScale()
+    with pyro.plate("_particles", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide_fn).get_trace(*args, **kwargs)
+        scaled = guide_trace.copy()
+        for name, site in guide_trace.nodes.items():
+            if not _is_latent(site):
+                continue
+            if not site["fn"].has_rsample:
+                raise ValueError(f"the doubly reparameterized gradient needs reparameterized latents; the guide's "
+                                 f"site {name!r} draws from {type(site['fn']).__name__}, which has no rsample")
+            if site["value"].dim() < 2 or site["value"].shape[0] != num_samples:
+                raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "
+                                 f"({num_samples}, num_data, ...): one draw per particle and data point")
+            scaled.nodes[name] = dict(site, value=scale.attach(site["value"]))
+        model_trace = poutine.trace(poutine.replay(model_fn, trace=scaled)).get_trace(*args, **kwargs)
+        with detached_parameters(module):
+            guide_again = poutine.trace(poutine.replay(guide_fn, trace=scaled)).get_trace(*args, **kwargs)
+    log_w = 0.0
+    for trace, sign in ((model_trace, 1.0), (guide_again, -1.0)):
+        trace.compute_log_prob()
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                log_w = log_w + sign * site["log_prob"]
+    if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2 or log_w.shape[0] != num_samples:
+        raise ValueError("expected the model's sample sites to be batched as (particles, data) under plate "
+                         f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}")
+    for name, site in scaled.nodes.items():
+        if _is_latent(site) and site["value"].shape[1] != log_w.shape[1]:
+            raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "
+                             f"({num_samples}, {log_w.shape[1]}, ...): one draw per particle and data point")
+    if check_guide:
+        _check_same_guide(guide_trace, guide_again)
+    return log_w, scale
+
+
+def _is_latent(site) -> bool:
+    return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+
+
+@torch.no_grad()
+def _check_same_guide(first, again) -> None:
+    for trace in (first, again):
+        trace.compute_log_prob()
+    for name, site in first.nodes.items():
+        if _is_latent(site) and not torch.allclose(
+                site["log_prob"], again.nodes[name]["log_prob"], rtol=1e-4, atol=1e-4):
+            raise ValueError(f"the guide gave its site {name!r} other densities when run again on the same data and "
+                             "draws: the doubly reparameterized gradient needs a guide that is a function of the data "
+                             "and its latents alone (no dropout or input noise of its own in training mode)")
 
 
 def log_weights(model, x: torch.Tensor, num_samples: int, **kwargs) -> torch.Tensor:

@@ -197,7 +197,9 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     # the objective: annealed over the warm-up, the IWAE bound itself once beta reaches 1 and in validation
     assert script.training_objective(0, 0) == "elbo"
     assert isinstance(script.training_objective(0, 100).elbo, pg.infer.TraceELBO)
-    assert isinstance(script.training_objective(5, 0), pg.infer.IWAE)
+    assert type(script.training_objective(5, 0)) is pg.infer.IWAE
+    assert type(script.training_objective(5, 0, dreg=True)) is pg.infer.DReGIWAE
+    assert type(script.training_objective(5, 100, dreg=True).elbo) is pg.infer.DReGIWAE
     small = pg.HierarchicalVAE(INFO, (4, 2), hidden=(16,), prior="normal")
     objective = script.training_objective(3, 2)
     assert objective.elbo.num_particles == 3 and objective.epochs == 2
@@ -217,16 +219,24 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     # the train stage keeps the bound beside the checkpoints, names the row by it and refuses to change it
     folder = tmp_path / "iwae"
     args = SimpleNamespace(prior="normal", architecture="published", pseudo_init="uniform", encoder_noise=0.0,
-                           generative_dropout=0.0, iwae=2, warmup=1, ema=0.0, checkpoint_dir=str(folder), epochs=1,
+                           generative_dropout=0.0, iwae=2, dreg=False, warmup=1, ema=0.0, checkpoint_dir=str(folder),
+                           epochs=1,
                            max_epochs=10, patience=5, seed=0, device="cpu", no_progress=True)
     data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
     script.train(args, data)
     assert json.loads((folder / script.RECIPE).read_text()) == {"iwae": 2}
-    assert script.training_bound(folder) == 2 and script.training_bound(tmp_path / "elbo") == 0
+    assert script.training_bound(folder) == (2, False) and script.training_bound(tmp_path / "elbo") == (0, False)
     assert script.saved_run(folder).epochs == 1
     args.iwae = 0
     with pytest.raises(SystemExit, match=r"holds a run trained with --iwae 2; pass the same to continue it"):
         script.train(args, data)
+    args.iwae, args.dreg = 2, True
+    with pytest.raises(SystemExit, match=r"holds a run trained with --iwae 2; pass the same to continue it"):
+        script.train(args, data)
+    args.iwae = 0
+    with pytest.raises(SystemExit, match=r"--dreg is a gradient of the IWAE bound: pass --iwae K"):
+        script.train(args, data)
+    args.dreg = False
     args.iwae = -1
     with pytest.raises(SystemExit, match=r"--iwae takes the number of particles .* got -1"):
         script.train(args, data)
@@ -237,6 +247,22 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     (folder / script.RECIPE).write_text('{"iwae": 2.5}')
     with pytest.raises(SystemExit, match=r"k a whole number >= 0, got 2.5"):
         script.training_bound(folder)
+    (folder / script.RECIPE).write_text('{"iwae": 0, "dreg": true}')
+    with pytest.raises(SystemExit, match=r"\"dreg\" should be true or false \(true only with \"iwae\" > 0\), got True"):
+        script.training_bound(folder)
+
+    # with the doubly reparameterized gradient: its own recipe, folder and row
+    dreg_folder = tmp_path / "dreg"
+    args.checkpoint_dir, args.iwae, args.dreg = str(dreg_folder), 2, True
+    script.train(args, data)
+    assert json.loads((dreg_folder / script.RECIPE).read_text()) == {"iwae": 2, "dreg": True}
+    assert script.training_bound(dreg_folder) == (2, True)
+    args.dreg = False
+    with pytest.raises(SystemExit, match=r"holds a run trained with --iwae 2 --dreg; pass the same"):
+        script.train(args, data)
+    assert script.result_key("vamp", "published", 0.999, "clamped", iwae=50, dreg=True) == "vamp-clamped+dreg50+ema0.999"
+    assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
+                             "iwae": 50, "dreg": True}) == "vamp-clamped/published+dreg50+ema0.999"
 
     assert script.result_key("vamp", "published", 0.999, "clamped", iwae=10) == "vamp-clamped+iwae10+ema0.999"
     assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
