@@ -358,20 +358,20 @@ class DReGIWAE(IWAE):
     gradient, whose part that reaches the guide has far less variance at large ``k``.
 
     :class:`IWAE`'s gradient of the guide's parameters :math:`\phi` holds a score term,
-    :math:`-\sum_i 	ilde w_i \, \partial_\phi \log q_\phi(z_i)` at fixed :math:`z_i`, whose
+    :math:`-\sum_i \tilde w_i \, \partial_\phi \log q_\phi(z_i)` at fixed :math:`z_i`, whose
     expectation is a reparameterized one; substituting it leaves
 
-    .. math:: 
-abla_\phi \mathcal{L}_k = \mathbb{E}\Big[\sum_{i=1}^k 	ilde w_i^2 \,
-              rac{\partial \log w_i}{\partial z_i} rac{\partial z_i}{\partial \phi}\Big],
-              \qquad 	ilde w_i = rac{w_i}{\sum_j w_j},
+    .. math:: \nabla_\phi \mathcal{L}_k = \mathbb{E}\Big[\sum_{i=1}^k \tilde w_i^2 \,
+              \frac{\partial \log w_i}{\partial z_i} \frac{\partial z_i}{\partial \phi}\Big],
+              \qquad \tilde w_i = \frac{w_i}{\sum_j w_j},
 
-    and the model's parameters keep :math:`\sum_i 	ilde w_i 
-abla \log p(x, z_i)`. A parameter
+    and the model's parameters keep :math:`\sum_i \tilde w_i \nabla \log p(x, z_i)`. A parameter
     in both (a guide that reads the generative top-down path, a VampPrior's encoder) gets both
-    parts. As ``k`` grows the score term's noise swamps the guide's gradient
-    (Rainforth et al. 2018); this estimator's does not grow, and at the exact posterior it is
-    zero for every draw. The cost is a second run of the guide
+    parts. For large ``k`` the signal-to-noise ratio of IWAE's gradient of the guide falls as
+    :math:`1/\sqrt{k}` (Rainforth et al. 2018), while this estimator's does not fall (Tucker et
+    al. 2019); at the exact posterior it is zero for every draw. On the binarized-MNIST
+    hierarchy the median signal-to-noise ratio of the encoder's gradient was 1.7 times IWAE's at
+    k = 10 and 1.8 times at k = 50 (``benchmarks/dreg_gradient.py``). The cost is a second run of the guide
     (:func:`~probgen.infer.weights.doubly_reparameterized_log_weights`), which must be a torch
     module or a method of one, with reparameterized latents, computing a function of the data and
     its latents alone (checked on the first call). Particles below the cut of
