@@ -2,16 +2,17 @@
 the doubly reparameterized one (``pg.infer.DReGIWAE``), in signal-to-noise ratio and time.
 
 Both estimate the same gradient without bias (``tests/infer/test_dreg.py``). They differ in the
-noise of what reaches the guide: IWAE's holds a score-function term whose noise grows with the
-number of particles k relative to the signal (Rainforth et al. 2018), which the doubly
-reparameterized estimator replaces by a reparameterized one (Tucker et al. 2019). On one batch
-of training images and a trained model, each estimator draws its gradient ``--draws`` times;
-for every parameter the signal-to-noise ratio is |mean| / standard deviation over the draws,
-and the table gives its median over each part of the model:
+noise of what reaches the guide: IWAE's holds a score-function term, and for large k the
+signal-to-noise ratio of its gradient of the guide falls as 1/sqrt(k) (Rainforth et al. 2018);
+the doubly reparameterized estimator replaces that term by a reparameterized one (Tucker et al.
+2019). On one batch of training images and a trained model, each estimator draws its gradient
+``--draws`` times; for every parameter the signal-to-noise ratio is the absolute mean of the
+draws over their standard deviation, and the table gives its median over each part of the
+model:
 
 - ``encoder``, ``posteriors``: the guide's networks (the encoder also makes the VampPrior's
   components at the pseudo-inputs);
-- ``path``: the top-down path, which the model and the top-down guide share;
+- ``path``: the top-down path of the model, part of which the top-down guide reads too;
 - ``decoder``, ``conditionals``: the model's alone, where the two estimators agree draw for draw
   up to the gradient cut of negligible particles;
 - ``prior``: the VampPrior's pseudo-inputs.
