@@ -374,7 +374,10 @@ class DReGIWAE(IWAE):
     k = 10 and 1.8 times at k = 50 (``benchmarks/dreg_gradient.py``). The cost is a second run of the guide
     (:func:`~probgen.infer.weights.doubly_reparameterized_log_weights`), which must be a torch
     module or a method of one, with reparameterized latents, computing a function of the data and
-    its latents alone (checked on the first call). Particles below the cut of
+    its latents alone (checked on the first call). Under KL warm-up (:class:`KLWarmup`, every latent
+    site scaled by :math:`\beta`) the score term is :math:`\beta` times IWAE's, and the draws' path
+    gets :math:`(1 - \beta)\tilde w_i + \beta \tilde w_i^2`: the annealed bound's gradient,
+    still unbiased. Particles below the cut of
     :func:`~probgen.infer.importance_logsumexp` get no gradient, as in :class:`IWAE`.
 
     References:
@@ -395,7 +398,10 @@ class DReGIWAE(IWAE):
         self._guide_checked = True
         kept = ~negligible_particles(log_w, 0)
         weights = torch.where(kept, torch.softmax(log_w.detach(), 0), 0.0)
-        scale.weights = weights  # the draws' path: a second factor of each particle's weight
+        # the draws' path: a second factor of each particle's weight where the score term was,
+        # beta of it under KL warm-up (whose beta scales the score term), 1 - beta left as it is
+        beta = scale.latent_scale
+        scale.weights = (1 - beta) + beta * weights
         surrogate = (weights * torch.where(kept, log_w, 0.0)).sum()
         bound = (torch.logsumexp(log_w.detach(), 0) - math.log(self.num_particles)).sum()
         return -(bound + (surrogate - surrogate.detach()))

@@ -93,10 +93,15 @@ def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> 
 class ParticleGradientScale:
     """Multiplies the gradient that reaches each latent draw through the log-densities by its
     particle's ``weights`` (``(num_samples, num_data)``), which are set after the forward pass
-    and read in the backward one."""
+    and read in the backward one.
+
+    :ivar latent_scale: the scale Pyro applied to the guide's latent sites (1, or KL warm-up's
+        :math:`\beta` as a float or a 0-dim tensor), which the score term carries.
+    """
 
     def __init__(self):
         self.weights: torch.Tensor | None = None
+        self.latent_scale: float | torch.Tensor = 1.0
 
     def attach(self, value: torch.Tensor) -> torch.Tensor:
         """A view of ``value`` whose gradient will be scaled: the densities read the view, while
@@ -157,9 +162,10 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
     ``scale.weights`` before the backward pass.
 
     The guide's second run must give the first one's densities: it has to be a function of the
-    data and its latents alone (no dropout or input noise of its own in training mode).
-    ``check_guide=True`` compares the two runs' :math:`\log q` (this reads a value back from the
-    device once), and raises a ``ValueError`` if they differ.
+    data and its latents alone (no dropout or input noise of its own in training mode). Its
+    latent sites may carry one common scale (KL warm-up's :math:`\beta`, which the score term
+    carries too: ``scale.latent_scale``), its observed ones none. ``check_guide=True`` checks
+    both (this reads values back from the device once) and raises a ``ValueError`` if not.
 
     :raises TypeError: the guide is not a torch module or a method of one (its parameters
         must be detachable).
@@ -184,6 +190,7 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
                 raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "
                                  f"({num_samples}, num_data, ...): one draw per particle and data point")
             scaled.nodes[name] = dict(site, value=scale.attach(site["value"]))
+            scale.latent_scale = site["scale"]
         model_trace = poutine.trace(poutine.replay(model_fn, trace=scaled)).get_trace(*args, **kwargs)
         with detached_parameters(module):
             guide_again = poutine.trace(poutine.replay(guide_fn, trace=scaled)).get_trace(*args, **kwargs)
@@ -202,7 +209,18 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
                              f"({num_samples}, {log_w.shape[1]}, ...): one draw per particle and data point")
     if check_guide:
         _check_same_guide(guide_trace, guide_again)
+        _check_scales(model_trace, guide_trace)
     return log_w, scale
+
+
+def _check_scales(model_trace, guide_trace) -> None:
+    latent = [float(site["scale"]) for site in guide_trace.nodes.values() if _is_latent(site)]
+    observed = [float(site["scale"]) for site in model_trace.nodes.values()
+                if site["type"] == "sample" and site["is_observed"]]
+    if len(set(latent)) > 1 or any(value != 1.0 for value in observed):
+        raise ValueError(f"the doubly reparameterized gradient takes one common scale on the latent sites (KL "
+                         f"warm-up) and none on the observed ones; got latent scales {sorted(set(latent))} and "
+                         f"observed scales {sorted(set(observed))}")
 
 
 def _is_latent(site) -> bool:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import probgen as pg
+from probgen.infer.objectives import _ScaleLatents
 from probgen.infer.weights import (
     doubly_reparameterized_log_weights,
     negligible_particles,
@@ -166,3 +167,26 @@ def test_only_the_first_step_reads_a_value_back_to_the_host(digits, monkeypatch)
     objective.__class__ = Strict
     run = pg.fit(hvae, digits.train[:96], epochs=2, batch_size=32, objective=objective, progress=False, device="cpu")
     assert all(map(torch.isfinite, map(torch.tensor, run.history["train_loss"])))
+
+
+class Annealed:
+    """An objective's loss under KL warm-up's scaling of every latent site by beta."""
+
+    def __init__(self, bound, beta):
+        self.bound, self.beta = bound, beta
+
+    def differentiable_loss(self, model, guide, x):
+        scale = _ScaleLatents(torch.tensor(self.beta))
+        return self.bound.differentiable_loss(scale(model), scale(guide), x)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_under_kl_warmup_the_gradient_is_the_annealed_bounds(beta):
+    """With every latent site scaled by beta, the score term is beta times IWAE's, so the draws'
+    path gets (1 - beta) w + beta w^2: still unbiased for the annealed bound's gradient."""
+    ppca, vae = exact_posterior_ppca(guide_scale=1.6)
+    x = ppca.sample(8, seed=2).repeat(250, 1)
+    plain = mean_and_stderr(Annealed(pg.IWAE(8), beta), vae, x, 24)
+    dreg = mean_and_stderr(Annealed(pg.infer.DReGIWAE(8), beta), vae, x, 24)
+    z = z_scores(dreg, plain)
+    assert z.abs().max() < 4.5 and (z**2).mean() < 1.6, z
