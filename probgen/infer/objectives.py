@@ -401,7 +401,7 @@ class DReGIWAE(IWAE):
         # the draws' path: a second factor of each particle's weight where the score term was,
         # beta of it under KL warm-up (whose beta scales the score term), 1 - beta left as it is
         beta = scale.latent_scale
-        scale.weights = (1 - beta) + beta * weights
+        scale.factors = (1 - beta) + beta * weights
         surrogate = (weights * torch.where(kept, log_w, 0.0)).sum()
         bound = (torch.logsumexp(log_w.detach(), 0) - math.log(self.num_particles)).sum()
         return -(bound + (surrogate - surrogate.detach()))

@@ -27,8 +27,8 @@ from ..checks import boolean, positive_int
 from ..checks import seed as check_seed
 from .distributed import rank_seed, sharding
 
-__all__ = ["trace_log_weights", "doubly_reparameterized_log_weights", "log_weights", "importance_log_weights", "importance_logsumexp",
-           "negligible_particles", "evaluating", "seed_everything", "VALUES_PER_PASS"]
+__all__ = ["trace_log_weights", "doubly_reparameterized_log_weights", "log_weights", "importance_log_weights",
+           "importance_logsumexp", "negligible_particles", "evaluating", "seed_everything", "VALUES_PER_PASS"]
 
 #: data values (samples x data points x dimensions) per vectorized pass of an estimator: the
 #: one memory budget that sizes particle batches everywhere
@@ -76,6 +76,11 @@ def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> 
     with pyro.plate("_particles", num_samples, dim=-2):
         guide_trace = poutine.trace(guide_fn).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model_fn, trace=guide_trace)).get_trace(*args, **kwargs)
+    return _log_weights(model_trace, guide_trace, num_samples)
+
+
+def _log_weights(model_trace, guide_trace, num_samples: int) -> torch.Tensor:
+    """``log p(x, z) - log q(z | x)`` from a guide's trace and the model's replayed on it."""
     log_w = 0.0
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()  # applies each site's scale and mask
@@ -91,16 +96,16 @@ def trace_log_weights(model_fn, guide_fn, num_samples: int, *args, **kwargs) -> 
 
 
 class ParticleGradientScale:
-    """Multiplies the gradient that reaches each latent draw through the log-densities by its
-    particle's ``weights`` (``(num_samples, num_data)``), which are set after the forward pass
-    and read in the backward one.
+    """Multiplies the gradient that reaches each latent draw through the log-densities by a
+    factor per particle and data point, ``factors`` (``(num_samples, num_data)``), which are set
+    after the forward pass and read in the backward one.
 
     :ivar latent_scale: the scale Pyro applied to the guide's latent sites (1, or KL warm-up's
         :math:`\beta` as a float or a 0-dim tensor), which the score term carries.
     """
 
     def __init__(self):
-        self.weights: torch.Tensor | None = None
+        self.factors: torch.Tensor | None = None
         self.latent_scale: float | torch.Tensor = 1.0
 
     def attach(self, value: torch.Tensor) -> torch.Tensor:
@@ -114,10 +119,10 @@ class ParticleGradientScale:
         return view
 
     def _scale(self, grad: torch.Tensor) -> torch.Tensor:
-        if self.weights is None:
-            raise RuntimeError("the particles' weights were not set before the backward pass")
-        w = self.weights
-        return grad * w.reshape(w.shape + (1,) * (grad.dim() - w.dim()))
+        if self.factors is None:
+            raise RuntimeError("the particles' factors were not set before the backward pass")
+        f = self.factors
+        return grad * f.reshape(f.shape + (1,) * (grad.dim() - f.dim()))
 
 
 def owning_module(fn) -> torch.nn.Module | None:
@@ -158,8 +163,8 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
     :math:`\log q` is computed by the guide run again, replayed on its draws, with its module's
     parameters detached, so it depends on the parameters only through the draws
     :math:`z = g_\phi(\epsilon)`; and the draws reach both densities through a view whose
-    gradient the returned scale multiplies by each particle's weights. The caller sets
-    ``scale.weights`` before the backward pass.
+    gradient the returned scale multiplies by a factor per particle (:class:`~probgen.infer.DReGIWAE` makes it from its
+    normalized weight). The caller sets ``scale.factors`` before the backward pass.
 
     The guide's second run must give the first one's densities: it has to be a function of the
     data and its latents alone (no dropout or input noise of its own in training mode). Its
@@ -194,15 +199,7 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
         model_trace = poutine.trace(poutine.replay(model_fn, trace=scaled)).get_trace(*args, **kwargs)
         with detached_parameters(module):
             guide_again = poutine.trace(poutine.replay(guide_fn, trace=scaled)).get_trace(*args, **kwargs)
-    log_w = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_again, -1.0)):
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                log_w = log_w + sign * site["log_prob"]
-    if not isinstance(log_w, torch.Tensor) or log_w.dim() != 2 or log_w.shape[0] != num_samples:
-        raise ValueError("expected the model's sample sites to be batched as (particles, data) under plate "
-                         f"'data' at dim -1; got log-weights of shape {getattr(log_w, 'shape', ())}")
+    log_w = _log_weights(model_trace, guide_again, num_samples)
     for name, site in scaled.nodes.items():
         if _is_latent(site) and site["value"].shape[1] != log_w.shape[1]:
             raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "

@@ -36,7 +36,7 @@ class StickingTheLanding(pg.infer.IWAE):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         log_w, scale = doubly_reparameterized_log_weights(model, guide, self.num_particles, *args, **kwargs)
-        scale.weights = torch.ones_like(log_w)
+        scale.factors = torch.ones_like(log_w)
         weights = torch.softmax(log_w.detach(), 0)
         return -(weights * log_w).sum()
 
