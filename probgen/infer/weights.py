@@ -163,8 +163,9 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
     :math:`\log q` is computed by the guide run again, replayed on its draws, with its module's
     parameters detached, so it depends on the parameters only through the draws
     :math:`z = g_\phi(\epsilon)`; and the draws reach both densities through a view whose
-    gradient the returned scale multiplies by a factor per particle (:class:`~probgen.infer.DReGIWAE` makes it from its
-    normalized weight). The caller sets ``scale.factors`` before the backward pass.
+    gradient the returned scale multiplies by a factor per particle
+    (:class:`~probgen.infer.DReGIWAE` makes it from its normalized weight). The caller sets
+    ``scale.factors`` before the backward pass.
 
     The guide's second run must give the first one's densities: it has to be a function of the
     data and its latents alone (no dropout or input noise of its own in training mode). Its
