@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 import probgen as pg
+from probgen.infer.graphs import EagerSteps
 from probgen.infer.objectives import _ScaleLatents
 from probgen.infer.weights import (
     doubly_reparameterized_log_weights,
     negligible_particles,
 )
 from tests.diagnostics.test_psis import exact_posterior_ppca
+from tests.infer.test_cuda_graphs import python_state
 from tests.infer.test_sync_free import no_host_reads
 
 
@@ -190,3 +192,48 @@ def test_under_kl_warmup_the_gradient_is_the_annealed_bounds(beta):
     dreg = mean_and_stderr(Annealed(pg.infer.DReGIWAE(8), beta), vae, x, 24)
     z = z_scores(dreg, plain)
     assert z.abs().max() < 4.5 and (z**2).mean() < 1.6, z
+
+
+def small_hvae(digits):
+    torch.manual_seed(0)
+    return pg.HierarchicalVAE(digits.info, (4, 2), hidden=(16,), inference="top-down", prior="vamp",
+                              num_pseudo_inputs=5)
+
+
+def test_after_the_first_step_a_step_changes_no_python_state_so_it_can_be_recorded(digits, monkeypatch):
+    """The condition for a CUDA graph (tests/infer/test_cuda_graphs.py), here for DReG under warm-up:
+    the bound object itself included, whose one flag (the guide checked) the first step sets."""
+    snapshots = []
+    original = EagerSteps.__call__
+
+    def state(step):
+        return {**python_state(step), **{f"bound.{k}": repr(v) for k, v in vars(step.state.objective.elbo).items()}}
+
+    def watched(self, batch):
+        before = state(self.step)
+        original(self, batch)
+        snapshots.append((before, state(self.step)))
+
+    monkeypatch.setattr(EagerSteps, "__call__", watched)
+    objective = pg.infer.KLWarmup(2, elbo=pg.infer.DReGIWAE(3))
+    pg.fit(small_hvae(digits), digits.train[:256], epochs=1, batch_size=32, objective=objective, device="cpu",
+           progress=False)
+    assert snapshots[0][0]["bound._guide_checked"] != snapshots[0][1]["bound._guide_checked"]
+    for before, after in snapshots[1:]:
+        assert before == after
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_recorded_dreg_steps_equal_eager_ones_on_the_gpu(digits):
+    runs = {}
+    for mode in (False, True):
+        hvae = small_hvae(digits)
+        objective = pg.infer.KLWarmup(2, elbo=pg.infer.DReGIWAE(3))
+        runs[mode] = (pg.fit(hvae, digits.train[:640], epochs=3, batch_size=64, objective=objective, device="cuda",
+                             seed=5, cuda_graph=mode, progress=False), hvae)
+    (eager, eager_model), (graphed, graphed_model) = runs[False], runs[True]
+    assert graphed.step_mode == "captured" and graphed.eager_reason is None
+    assert graphed.history["train_loss"] == pytest.approx(eager.history["train_loss"], rel=1e-4)
+    for a, b in zip(eager_model.parameters(), graphed_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
