@@ -258,6 +258,7 @@ class IWAE(DifferentiableELBO):
     """
 
     def __init__(self, num_particles: int = 5):
+        positive_int(num_particles, "num_particles")
         super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):

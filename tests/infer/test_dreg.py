@@ -2,6 +2,8 @@
 exact posterior, and an unbiased estimate of IWAE's gradient, on the PPCA oracle and on a
 hierarchy whose guide shares parameters with its model."""
 
+import re
+
 import pyro
 import pytest
 import torch
@@ -237,3 +239,10 @@ def test_recorded_dreg_steps_equal_eager_ones_on_the_gpu(digits):
     assert graphed.history["train_loss"] == pytest.approx(eager.history["train_loss"], rel=1e-4)
     for a, b in zip(eager_model.parameters(), graphed_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("bound", [pg.IWAE, pg.infer.DReGIWAE])
+@pytest.mark.parametrize("particles", [0, -1, 2.5, True, "5"])
+def test_a_bad_number_of_particles_is_refused_when_the_bound_is_built(bound, particles):
+    with pytest.raises(ValueError, match=rf"num_particles must be a positive integer, got {re.escape(repr(particles))}"):
+        bound(particles)
