@@ -275,9 +275,9 @@ def replicate(ema: float | None = None, seed: int = 0, refine: int = 0, encoder_
     (``+noise0.25``), the generative networks' dropout rate where there was some
     (``+dropout0.2``), the particles of the IWAE bound the run was trained on in place of the
     ELBO (``+iwae10``; ``+dreg10`` with the doubly reparameterized gradient), the weight
-    average's decay where the run kept one (``+ema0.999``), the seed where it is not 0 (``+seed1``, a replicate of the recipe) and the steps of per-image
-    refinement where the score refined the proposal (``+refine300``: the same model, a tighter
-    bound)."""
+    average's decay where the run kept one (``+ema0.999``), the seed where it is not 0
+    (``+seed1``, a replicate of the recipe) and the steps of per-image refinement where the score
+    refined the proposal (``+refine300``: the same model, a tighter bound)."""
     parts = [f"+noise{encoder_noise:g}" if encoder_noise else "",
              f"+dropout{generative_dropout:g}" if generative_dropout else "",
              f"+{'dreg' if dreg else 'iwae'}{iwae}" if iwae else "",
