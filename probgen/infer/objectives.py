@@ -398,13 +398,14 @@ class DReGIWAE(IWAE):
                                                           check_guide=not self._guide_checked, **kwargs)
         self._guide_checked = True
         kept = ~negligible_particles(log_w, 0)
-        weights = torch.where(kept, torch.softmax(log_w.detach(), 0), 0.0)
+        total = torch.logsumexp(log_w.detach(), 0)  # the bound's value, and the weights' normalizer
+        weights = torch.where(kept, torch.exp(log_w.detach() - total), 0.0)
         # the draws' path: a second factor of each particle's weight where the score term was,
         # beta of it under KL warm-up (whose beta scales the score term), 1 - beta left as it is
         beta = scale.latent_scale
         scale.factors = (1 - beta) + beta * weights
         surrogate = (weights * torch.where(kept, log_w, 0.0)).sum()
-        bound = (torch.logsumexp(log_w.detach(), 0) - math.log(self.num_particles)).sum()
+        bound = (total - math.log(self.num_particles)).sum()
         return -(bound + (surrogate - surrogate.detach()))
 
 

@@ -192,9 +192,6 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
             if not site["fn"].has_rsample:
                 raise ValueError(f"the doubly reparameterized gradient needs reparameterized latents; the guide's "
                                  f"site {name!r} draws from {type(site['fn']).__name__}, which has no rsample")
-            if site["value"].dim() < 2 or site["value"].shape[0] != num_samples:
-                raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "
-                                 f"({num_samples}, num_data, ...): one draw per particle and data point")
             scaled.nodes[name] = dict(site, value=scale.attach(site["value"]))
             scale.latent_scale = site["scale"]
         model_trace = poutine.trace(poutine.replay(model_fn, trace=scaled)).get_trace(*args, **kwargs)
@@ -202,7 +199,7 @@ def doubly_reparameterized_log_weights(model_fn, guide_fn, num_samples: int, *ar
             guide_again = poutine.trace(poutine.replay(guide_fn, trace=scaled)).get_trace(*args, **kwargs)
     log_w = _log_weights(model_trace, guide_again, num_samples)
     for name, site in scaled.nodes.items():
-        if _is_latent(site) and site["value"].shape[1] != log_w.shape[1]:
+        if _is_latent(site) and site["value"].shape[:2] != log_w.shape:
             raise ValueError(f"the guide's site {name!r} has draws of shape {tuple(site['value'].shape)}; expected "
                              f"({num_samples}, {log_w.shape[1]}, ...): one draw per particle and data point")
     if check_guide:
