@@ -80,7 +80,10 @@ the published recipe's.
 checkpoints; ``paired --checkpoint-dir A --against B`` prints the two runs' mean difference on
 the same images with its paired standard error, far smaller than the ± over images in the
 table. Each of A and B is a scored checkpoint folder or a recorded row's name
-(``vamp-clamped+ema0.999+seed1``).
+(``vamp-clamped+ema0.999+seed1``). ``history --checkpoint-dir A [--against B]`` prints a run's
+validation bound, training loss and seconds at each epoch, from its last checkpoint, and with
+``--against`` the second run's validation bound at the same epoch and the difference: how two
+runs of one seed and data order drift apart while they train, before either is scored.
 
 ``evaluate --refine N`` scores the same model with each test image's proposal refined for N
 steps first (``pg.log_likelihood(..., refine=N)``, :mod:`probgen.infer.refinement`) and
@@ -593,6 +596,49 @@ def paired(args, test_size: int) -> str:
     return "\n".join(lines)
 
 
+def bound_name(checkpoint_dir: Path) -> str:
+    """The validation bound a run in ``checkpoint_dir`` reports, as the tables name it."""
+    iwae, _ = training_bound(checkpoint_dir)
+    return f"-IWAE (k = {iwae})" if iwae else "-ELBO"
+
+
+def run_history(folder: Path) -> dict:
+    """The history in ``folder``'s last checkpoint, or a clear error when it holds none."""
+    done, history, *_ = saved_run(folder)
+    if not done:
+        raise SystemExit(f"error: {folder} holds no checkpoint (no last.pt): pass a folder that 'train' wrote")
+    return history
+
+
+def history_table(folder: Path, against: Path | None = None) -> str:
+    """A run's validation bound at each epoch (the bound it was trained and stopped on, read from
+    its last checkpoint), with its training loss and seconds. With ``against``, the other run's
+    validation bound at the same epoch and the difference (first - second): two runs of one
+    seed and data order drift apart epoch by epoch long before either is scored."""
+    history, bound = run_history(folder), bound_name(folder)
+    other = run_history(against) if against is not None else None
+    summary = (f"{folder}: {len(history['valid_loss'])} epochs, validation {bound} in nats, best "
+               f"{min(history['valid_loss']):.2f} at epoch {best_epoch(history)}")
+    lines = [summary]
+    header = f"{'epoch':>5}{'valid':>9}{'train':>9}{'s':>6}"
+    if other is not None:
+        lines.append(f"{against}: {len(other['valid_loss'])} epochs, validation {bound_name(against)}, best "
+                     f"{min(other['valid_loss']):.2f} at epoch {best_epoch(other)}")
+        if bound_name(against) != bound:
+            lines.append(f"warning: the two runs are validated on different bounds ({bound} and "
+                         f"{bound_name(against)}), so their difference mixes the bound's tightness into the models'")
+        header += f"{'against':>9}{'diff':>8}"
+    lines.append(header)
+    for epoch, (valid, train, seconds) in enumerate(zip(history["valid_loss"], history["train_loss"],
+                                                        history["seconds"]), start=1):
+        line = f"{epoch:>5}{valid:>9.2f}{train:>9.2f}{seconds:>6.0f}"
+        if other is not None and epoch <= len(other["valid_loss"]):
+            theirs = other["valid_loss"][epoch - 1]
+            line += f"{theirs:>9.2f}{valid - theirs:>+8.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def row_architecture(row: dict) -> str:
     """A recorded row's architecture (rows recorded before the choice existed: ``markov``)."""
     return row.get("architecture", "markov")
@@ -650,7 +696,7 @@ def table(results: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["train", "evaluate", "table", "paired"])
+    parser.add_argument("stage", choices=["train", "evaluate", "table", "paired", "history"])
     parser.add_argument("--prior", default="vamp", choices=["vamp", "normal"], help="the top layer's prior")
     parser.add_argument("--architecture", default="published", choices=[*sorted(ARCHITECTURES), EXACT],
                         help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)), "
@@ -688,7 +734,8 @@ def main():
     parser.add_argument("--checkpoint-dir", default=None, help="where the run's checkpoints live (default runs/hvae_<row>: runs/hvae_vamp, "
                              "runs/hvae_normal_markov, runs/hvae_vamp_ema0.999, ...)")
     parser.add_argument("--against", default=None, help="paired: the second run, as a checkpoint folder or a recorded row's name (so may "
-                             "--checkpoint-dir be, for the first)")
+                             "--checkpoint-dir be, for the first); history: a second checkpoint folder, whose "
+                             "validation bound is printed beside the first's at each epoch")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
@@ -723,6 +770,12 @@ def main():
         if not (args.checkpoint_dir and args.against):
             raise SystemExit("error: paired compares two evaluated runs: pass --checkpoint-dir A --against B")
         print(paired(args, TEST_SIZE))
+        return
+    if args.stage == "history":
+        if not args.checkpoint_dir:
+            raise SystemExit("error: history reads a run's checkpoints: pass --checkpoint-dir (and --against B to "
+                             "set a second run beside it)")
+        print(history_table(Path(args.checkpoint_dir), Path(args.against) if args.against else None))
         return
     torch.set_num_threads(args.threads)
     if not args.checkpoint_dir:  # e.g. runs/hvae_vamp, runs/hvae_normal_markov, runs/hvae_vamp_ema0.999_seed1

@@ -268,3 +268,41 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     assert script.row_label({"prior": "vamp", "architecture": "published", "pseudo_inputs": "clamped", "ema": 0.999,
                              "iwae": 10}) == "vamp-clamped/published+iwae10+ema0.999"
     assert script.result_key("vamp", "published", 0.999, "clamped", iwae=0) == "vamp-clamped+ema0.999"
+
+
+def test_history_sets_two_runs_side_by_side_epoch_by_epoch(script, images, tmp_path):
+    data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
+
+    def trained(name, iwae, epochs):
+        args = SimpleNamespace(prior="normal", architecture="published", pseudo_init="uniform", encoder_noise=0.0,
+                               generative_dropout=0.0, iwae=iwae, dreg=False, warmup=1, ema=0.0,
+                               checkpoint_dir=str(tmp_path / name), epochs=epochs, max_epochs=10, patience=5, seed=0,
+                               device="cpu", no_progress=True)
+        script.train(args, data)
+        return tmp_path / name, script.saved_run(tmp_path / name).history
+
+    elbo, elbo_history = trained("elbo", 0, 3)
+    iwae, iwae_history = trained("iwae", 2, 2)
+    alone = script.history_table(elbo).splitlines()
+    assert alone[0] == (f"{elbo}: 3 epochs, validation -ELBO in nats, best {min(elbo_history['valid_loss']):.2f} "
+                        f"at epoch {script.best_epoch(elbo_history)}")
+    rows = [line.split() for line in alone[2:]]
+    assert [int(row[0]) for row in rows] == [1, 2, 3] and all(len(row) == 4 for row in rows)
+    assert [row[1] for row in rows] == [f"{value:.2f}" for value in elbo_history["valid_loss"]]
+    assert [row[2] for row in rows] == [f"{value:.2f}" for value in elbo_history["train_loss"]]
+
+    # the same seed and data order: the second run's bound at each epoch it reached, and the difference
+    text = script.history_table(elbo, iwae)
+    assert "warning: the two runs are validated on different bounds (-ELBO and -IWAE (k = 2))" in text
+    rows = [line.split() for line in text.splitlines()[4:]]
+    for epoch, row in enumerate(rows[:2]):
+        ours, theirs = elbo_history["valid_loss"][epoch], iwae_history["valid_loss"][epoch]
+        assert row[4] == f"{theirs:.2f}" and row[5] == f"{ours - theirs:+.2f}"
+    assert len(rows[2]) == 4  # epoch 3: the second run has none
+    assert "warning" not in script.history_table(iwae, iwae)
+    assert all(row.split()[-1] == "+0.00" for row in script.history_table(iwae, iwae).splitlines()[3:])
+
+    with pytest.raises(SystemExit, match=r"nothing holds no checkpoint \(no last.pt\): pass a folder that 'train' wrote"):
+        script.history_table(tmp_path / "nothing")
+    with pytest.raises(SystemExit, match=r"nothing holds no checkpoint"):
+        script.history_table(elbo, tmp_path / "nothing")
