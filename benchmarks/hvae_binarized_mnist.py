@@ -84,6 +84,11 @@ table. Each of A and B is a scored checkpoint folder or a recorded row's name
 validation bound, training loss and seconds at each epoch, from its last checkpoint, and with
 ``--against`` the second run's validation bound at the same epoch and the difference: how two
 runs of one seed and data order drift apart while they train, before either is scored.
+Each run's validation bound also carries its own k and its guide, so ``train --keep-epochs``
+keeps every epoch's checkpoint (``epochs/epoch_NNNN.pt`` in the folder, hard links to
+``last.pt`` as written), and ``validate --checkpoint-dir A --against B --epoch N --num-valid
+1000 --num-samples 1000`` scores both runs' models of epoch N (default: each run's best) by
+one tight bound on the same validation images, with the paired difference.
 
 ``evaluate --refine N`` scores the same model with each test image's proposal refined for N
 steps first (``pg.log_likelihood(..., refine=N)``, :mod:`probgen.infer.refinement`) and
@@ -113,6 +118,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -370,6 +376,31 @@ def start_at_training_images(model: pg.HierarchicalVAE, train: torch.Tensor, see
         model.prior.pseudo_inputs.copy_(start)
 
 
+class KeepEpochs(pg.infer.Callback):
+    """Keep each epoch's checkpoint as ``epochs/epoch_NNNN.pt`` in the run's folder (``train
+    --keep-epochs``): a hard link to the ``last.pt`` that ``pg.fit`` has just written, which it
+    replaces by a rename the next epoch, so the link keeps this epoch's file at no cost in disk
+    (a copy where the file system has no links). ``validate --epoch N`` reads them."""
+
+    def __init__(self, folder: Path):
+        self.last, self.kept = folder / "last.pt", folder / "epochs"
+
+    def on_epoch_end(self, state) -> None:
+        if not state.is_main:  # the process that wrote last.pt keeps it
+            return
+        self.kept.mkdir(exist_ok=True)
+        target = kept_checkpoint_path(self.kept.parent, state.epoch)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(self.last, target)
+        except OSError:
+            shutil.copyfile(self.last, target)
+
+
+def kept_checkpoint_path(folder: Path, epoch: int) -> Path:
+    return folder / "epochs" / f"epoch_{epoch:04d}.pt"
+
+
 def train(args, data):
     if args.pseudo_init != "uniform" and (args.prior != "vamp" or args.architecture == EXACT):
         raise SystemExit(f"error: --pseudo-init {args.pseudo_init} sets the library VampPrior's pseudo-inputs: it needs "
@@ -415,7 +446,7 @@ def train(args, data):
           f"{torch.get_num_threads()} thread(s), device {pg.infer.resolve_device(args.device)})")
     optimizer = NormalizedAdam if args.architecture == EXACT else torch.optim.Adam
     run = pg.fit(model, data.train, data.valid, epochs=target, batch_size=100, lr=5e-4, objective=objective,
-                 optimizer=optimizer, ema=args.ema,
+                 optimizer=optimizer, ema=args.ema, callbacks=[KeepEpochs(folder)] if args.keep_epochs else (),
                  patience=args.patience, device=args.device, seed=args.seed, checkpoint_dir=folder, resume=True,
                  progress=not args.no_progress)
     seconds = run.history["seconds"][done:]
@@ -497,6 +528,51 @@ def evaluate(args, data):
     if not args.no_record:
         RESULTS.with_suffix(".txt").write_text(text + "\n")
         print(f"wrote {RESULTS.with_suffix('.json')} and {RESULTS.with_suffix('.txt')}")
+
+
+def scored_checkpoint(folder: Path, epoch: int | None) -> Path:
+    """The checkpoint ``validate`` scores: the epoch kept by ``train --keep-epochs``, or
+    without one the run's best (``best.pt``, else ``last.pt``)."""
+    if epoch is None:
+        return folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+    path = kept_checkpoint_path(folder, epoch)
+    if not path.is_file():
+        raise SystemExit(f"error: {folder} kept no checkpoint of epoch {epoch} ({path}): a run keeps each epoch's "
+                         "when trained with 'train --keep-epochs'")
+    return path
+
+
+def validate(args, data):
+    """Two runs' models (or one) on the same random validation images by the IWAE bound with
+    ``--num-samples`` draws, at one epoch or at their best, and the paired difference. Each
+    run's own validation bound mixes the tightness of its k and its guide into the figure; a
+    tight bound on the same images compares the models."""
+    folders = [Path(args.checkpoint_dir)] + ([Path(args.against)] if args.against else [])
+    images = pg.datasets.random_subset(data.valid, args.num_valid)
+    device = pg.infer.resolve_device(args.device)
+    scores = []
+    for folder in folders:
+        done, _, config, _, _ = saved_run(folder)
+        if not done:
+            raise SystemExit(f"error: {folder} holds no checkpoint (no last.pt): pass a folder that 'train' wrote")
+        path = scored_checkpoint(folder, args.epoch)
+        model, _ = trained_model(path, architecture_of(config), data.info)
+        estimate = pg.log_likelihood(model.to(device), images, method="iwae", num_samples=args.num_samples, seed=0)
+        scores.append(-estimate.pointwise.double().cpu())
+    at = f"epoch {args.epoch}" if args.epoch is not None else "the best epoch"
+    heading = (f"validation NLL (nats), -IWAE with k = {args.num_samples} on the same {len(images)} validation "
+               f"images, at {at}")
+    lines = [heading]
+    width = max(len(str(folder)) for folder in folders)
+    for folder, values in zip(folders, scores):
+        mean, stderr = mean_and_stderr(values)
+        lines.append(f"  {folder!s:<{width}}  {mean:8.3f} ± {stderr:.3f}")
+    if len(scores) == 2:
+        mean, stderr = paired_difference(*scores)
+        lines.append(f"  difference (first - second): {mean:+.3f} ± {stderr:.3f} (paired standard error)")
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def write_scores(path: Path, nll: torch.Tensor) -> Path:
@@ -696,7 +772,7 @@ def table(results: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["train", "evaluate", "table", "paired", "history"])
+    parser.add_argument("stage", choices=["train", "evaluate", "table", "paired", "history", "validate"])
     parser.add_argument("--prior", default="vamp", choices=["vamp", "normal"], help="the top layer's prior")
     parser.add_argument("--architecture", default="published", choices=[*sorted(ARCHITECTURES), EXACT],
                         help="train: published (decoder p(x | z1, z2) through the top-down path, q(z1 | x, z2)), "
@@ -735,8 +811,17 @@ def main():
                              "runs/hvae_normal_markov, runs/hvae_vamp_ema0.999, ...)")
     parser.add_argument("--against", default=None, help="paired: the second run, as a checkpoint folder or a recorded row's name (so may "
                              "--checkpoint-dir be, for the first); history: a second checkpoint folder, whose "
-                             "validation bound is printed beside the first's at each epoch")
+                             "validation bound is printed beside the first's at each epoch; validate: a second "
+                             "checkpoint folder, scored on the same images")
     parser.add_argument("--epochs", type=int, default=10, help="train: epochs to add in this stage")
+    parser.add_argument("--keep-epochs", action="store_true",
+                        help="train: keep each epoch's checkpoint as epochs/epoch_NNNN.pt in the folder (hard links "
+                             "to last.pt as written), for 'validate --epoch N'")
+    parser.add_argument("--epoch", type=int, default=None,
+                        help="validate: score the checkpoints kept at this epoch (train --keep-epochs); default: "
+                             "each run's best")
+    parser.add_argument("--num-valid", type=int, default=1000,
+                        help="validate: a fixed random subset of N validation images")
     parser.add_argument("--max-epochs", type=int, default=2000)
     parser.add_argument("--patience", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=100, help="epochs of KL warm-up (0: plain ELBO)")
@@ -785,7 +870,7 @@ def main():
         args.checkpoint_dir = "runs/hvae_" + key.replace("/", "_").replace("+", "_")
     data = pg.datasets.load("binarized_mnist", root=args.root, download=args.download)
     try:
-        (train if args.stage == "train" else evaluate)(args, data)
+        {"train": train, "evaluate": evaluate, "validate": validate}[args.stage](args, data)
     except ValueError as error:  # the library's own checks, e.g. a resume with another --ema
         raise SystemExit(f"error: {error}") from None
 

@@ -221,7 +221,7 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     args = SimpleNamespace(prior="normal", architecture="published", pseudo_init="uniform", encoder_noise=0.0,
                            generative_dropout=0.0, iwae=2, dreg=False, warmup=1, ema=0.0, checkpoint_dir=str(folder),
                            epochs=1,
-                           max_epochs=10, patience=5, seed=0, device="cpu", no_progress=True)
+                           max_epochs=10, patience=5, seed=0, device="cpu", no_progress=True, keep_epochs=False)
     data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
     script.train(args, data)
     assert json.loads((folder / script.RECIPE).read_text()) == {"iwae": 2}
@@ -270,14 +270,14 @@ def test_a_run_trained_on_the_iwae_bound_keeps_it_beside_its_checkpoints_and_in_
     assert script.result_key("vamp", "published", 0.999, "clamped", iwae=0) == "vamp-clamped+ema0.999"
 
 
-def test_history_sets_two_runs_side_by_side_epoch_by_epoch(script, images, tmp_path):
+def test_history_and_validate_set_two_runs_side_by_side_epoch_by_epoch(script, images, tmp_path):
     data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
 
     def trained(name, iwae, epochs):
         args = SimpleNamespace(prior="normal", architecture="published", pseudo_init="uniform", encoder_noise=0.0,
                                generative_dropout=0.0, iwae=iwae, dreg=False, warmup=1, ema=0.0,
                                checkpoint_dir=str(tmp_path / name), epochs=epochs, max_epochs=10, patience=5, seed=0,
-                               device="cpu", no_progress=True)
+                               device="cpu", no_progress=True, keep_epochs=True)
         script.train(args, data)
         return tmp_path / name, script.saved_run(tmp_path / name).history
 
@@ -301,6 +301,35 @@ def test_history_sets_two_runs_side_by_side_epoch_by_epoch(script, images, tmp_p
     assert len(rows[2]) == 4  # epoch 3: the second run has none
     assert "warning" not in script.history_table(iwae, iwae)
     assert all(row.split()[-1] == "+0.00" for row in script.history_table(iwae, iwae).splitlines()[3:])
+
+    # --keep-epochs kept each epoch's checkpoint: the file pg.fit wrote as last.pt that epoch
+    kept = sorted(path.name for path in (elbo / "epochs").iterdir())
+    assert kept == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
+    for epoch in (1, 2, 3):
+        state = pg.infer.load_checkpoint(script.kept_checkpoint_path(elbo, epoch))
+        assert state["epoch"] == epoch and state["history"]["valid_loss"] == elbo_history["valid_loss"][:epoch]
+    assert (elbo / "epochs" / "epoch_0003.pt").read_bytes() == (elbo / "last.pt").read_bytes()
+
+    # validate: both runs' models of one epoch on the same validation images, and the paired difference
+    args = SimpleNamespace(checkpoint_dir=str(elbo), against=str(iwae), epoch=2, num_valid=8, num_samples=4,
+                           device="cpu")
+    text = script.validate(args, data)
+    scores = []
+    for folder in (elbo, iwae):
+        model = pg.load_model(script.kept_checkpoint_path(folder, 2))
+        images = pg.datasets.random_subset(data.valid, 8)
+        scores.append(-pg.log_likelihood(model, images, method="iwae", num_samples=4, seed=0).pointwise.double())
+    mean, stderr = script.paired_difference(*scores)
+    assert "k = 4 on the same 8 validation images, at epoch 2" in text
+    assert f"difference (first - second): {mean:+.3f} ± {stderr:.3f}" in text
+    args.epoch = 3  # the second run stopped at epoch 2
+    with pytest.raises(SystemExit, match=r"iwae kept no checkpoint of epoch 3 .*'train --keep-epochs'"):
+        script.validate(args, data)
+    args.epoch, args.against = None, None  # one run at its best: no difference to print
+    assert "the best epoch" in script.validate(args, data) and "difference" not in script.validate(args, data)
+    args.against = str(tmp_path / "nothing")
+    with pytest.raises(SystemExit, match=r"nothing holds no checkpoint \(no last.pt\)"):
+        script.validate(args, data)
 
     with pytest.raises(SystemExit, match=r"nothing holds no checkpoint \(no last.pt\): pass a folder that 'train' wrote"):
         script.history_table(tmp_path / "nothing")
