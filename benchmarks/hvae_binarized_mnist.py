@@ -379,8 +379,9 @@ def start_at_training_images(model: pg.HierarchicalVAE, train: torch.Tensor, see
 class KeepEpochs(pg.infer.Callback):
     """Keep each epoch's checkpoint as ``epochs/epoch_NNNN.pt`` in the run's folder (``train
     --keep-epochs``): a hard link to the ``last.pt`` that ``pg.fit`` has just written, which it
-    replaces by a rename the next epoch, so the link keeps this epoch's file at no cost in disk
-    (a copy where the file system has no links). ``validate --epoch N`` reads them."""
+    replaces by a rename the next epoch, so the link keeps this epoch's file without writing it
+    again (a copy where the file system has no links); each kept epoch still takes its own
+    space on disk. ``validate --epoch N`` reads them."""
 
     def __init__(self, folder: Path):
         self.last, self.kept = folder / "last.pt", folder / "epochs"
