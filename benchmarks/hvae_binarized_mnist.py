@@ -328,6 +328,14 @@ def saved_run(checkpoint_dir: Path) -> SavedRun:
                     state["ema"]["decay"] if "ema" in state else None, state.get("seed", 0))
 
 
+def trained_run(checkpoint_dir: Path) -> SavedRun:
+    """:func:`saved_run` of a folder that 'train' wrote, or a clear error when it holds none."""
+    run = saved_run(checkpoint_dir)
+    if not run.epochs:
+        raise SystemExit(f"error: {checkpoint_dir} holds no checkpoint (no last.pt): pass a folder that 'train' wrote")
+    return run
+
+
 # beside a run's checkpoints, what of its recipe they do not keep: the training bound
 RECIPE = "recipe.json"
 
@@ -384,21 +392,22 @@ class KeepEpochs(pg.infer.Callback):
     space on disk. ``validate --epoch N`` reads them."""
 
     def __init__(self, folder: Path):
-        self.last, self.kept = folder / "last.pt", folder / "epochs"
+        self.folder = folder
 
     def on_epoch_end(self, state) -> None:
         if not state.is_main:  # the process that wrote last.pt keeps it
             return
-        self.kept.mkdir(exist_ok=True)
-        target = kept_checkpoint_path(self.kept.parent, state.epoch)
+        target = kept_checkpoint_path(self.folder, state.epoch)
+        target.parent.mkdir(exist_ok=True)
         target.unlink(missing_ok=True)
         try:
-            os.link(self.last, target)
+            os.link(self.folder / "last.pt", target)
         except OSError:
-            shutil.copyfile(self.last, target)
+            shutil.copyfile(self.folder / "last.pt", target)
 
 
 def kept_checkpoint_path(folder: Path, epoch: int) -> Path:
+    """Where ``train --keep-epochs`` keeps epoch ``epoch``'s checkpoint of the run in ``folder``."""
     return folder / "epochs" / f"epoch_{epoch:04d}.pt"
 
 
@@ -471,12 +480,9 @@ def trained_model(path: Path, architecture: str, info) -> tuple[pg.HierarchicalV
 
 def evaluate(args, data):
     folder = Path(args.checkpoint_dir)
-    done, history, config, ema, seed = saved_run(folder)
-    if not done:
-        raise SystemExit(f"error: {folder} holds no checkpoint; run 'train' first")
-    best_path = folder / "best.pt" if (folder / "best.pt").is_file() else folder / "last.pt"
+    done, history, config, ema, seed = trained_run(folder)
     architecture = architecture_of(config)
-    model, prior = trained_model(best_path, architecture, data.info)
+    model, prior = trained_model(scored_checkpoint(folder, None), architecture, data.info)
     model = model.to(pg.infer.resolve_device(args.device))
     test = pg.datasets.random_subset(data.test, args.num_test)  # the split is in class order
     started = time.perf_counter()
@@ -553,11 +559,8 @@ def validate(args, data):
     device = pg.infer.resolve_device(args.device)
     scores = []
     for folder in folders:
-        done, _, config, _, _ = saved_run(folder)
-        if not done:
-            raise SystemExit(f"error: {folder} holds no checkpoint (no last.pt): pass a folder that 'train' wrote")
         path = scored_checkpoint(folder, args.epoch)
-        model, _ = trained_model(path, architecture_of(config), data.info)
+        model, _ = trained_model(path, architecture_of(trained_run(folder).config), data.info)
         estimate = pg.log_likelihood(model.to(device), images, method="iwae", num_samples=args.num_samples, seed=0)
         scores.append(-estimate.pointwise.double().cpu())
     at = f"epoch {args.epoch}" if args.epoch is not None else "the best epoch"
@@ -679,21 +682,13 @@ def bound_name(checkpoint_dir: Path) -> str:
     return f"-IWAE (k = {iwae})" if iwae else "-ELBO"
 
 
-def run_history(folder: Path) -> dict:
-    """The history in ``folder``'s last checkpoint, or a clear error when it holds none."""
-    done, history, *_ = saved_run(folder)
-    if not done:
-        raise SystemExit(f"error: {folder} holds no checkpoint (no last.pt): pass a folder that 'train' wrote")
-    return history
-
-
 def history_table(folder: Path, against: Path | None = None) -> str:
     """A run's validation bound at each epoch (the bound it was trained and stopped on, read from
     its last checkpoint), with its training loss and seconds. With ``against``, the other run's
     validation bound at the same epoch and the difference (first - second): two runs of one
     seed and data order drift apart epoch by epoch long before either is scored."""
-    history, bound = run_history(folder), bound_name(folder)
-    other = run_history(against) if against is not None else None
+    history, bound = trained_run(folder).history, bound_name(folder)
+    other = trained_run(against).history if against is not None else None
     summary = (f"{folder}: {len(history['valid_loss'])} epochs, validation {bound} in nats, best "
                f"{min(history['valid_loss']):.2f} at epoch {best_epoch(history)}")
     lines = [summary]
