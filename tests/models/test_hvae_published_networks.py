@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyro
 import pytest
 import torch
 
@@ -335,3 +336,63 @@ def test_history_and_validate_set_two_runs_side_by_side_epoch_by_epoch(script, i
         script.history_table(tmp_path / "nothing")
     with pytest.raises(SystemExit, match=r"nothing holds no checkpoint"):
         script.history_table(elbo, tmp_path / "nothing")
+
+
+GAP_SCRIPT = SCRIPT.parent / "hvae_encoder_gap.py"
+
+
+@pytest.fixture(scope="module")
+def gap(script):
+    spec = importlib.util.spec_from_file_location("hvae_encoder_gap", GAP_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_guide_retrains_with_the_model_and_its_vampprior_fixed(script, gap, images, tmp_path):
+    data = SimpleNamespace(train=images[:100], valid=images[100:], info=INFO)
+    args = SimpleNamespace(prior="vamp", architecture="published", pseudo_init="clamped", encoder_noise=0.0,
+                           generative_dropout=0.0, iwae=0, dreg=False, warmup=1, ema=0.0,
+                           checkpoint_dir=str(tmp_path / "run"), epochs=2, max_epochs=10, patience=5, seed=0,
+                           device="cpu", no_progress=True, keep_epochs=False)
+    script.train(args, data)
+    model = pg.load_model(tmp_path / "run" / "best.pt")
+
+    # the VampPrior reads the encoder; fixed, it is the same mixture, now of buffers the guide cannot move
+    fixed = gap.with_model_fixed(model, data.train)
+    assert isinstance(model.prior, pg.distributions.VampPrior) and isinstance(fixed.prior, gap.FixedMixture)
+    z = torch.randn(16, 40, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(fixed.prior().log_prob(z), model.prior().log_prob(z))
+    frozen = {name for name, parameter in fixed.named_parameters() if not parameter.requires_grad}
+    trained = {name for name, parameter in fixed.named_parameters() if parameter.requires_grad}
+    assert any(name.startswith("decoder.") for name in frozen) and any(name.startswith("conditionals.") for name in frozen)
+    assert trained and all(name.startswith(("encoder.", "posteriors.")) for name in trained)
+    assert all(parameter.requires_grad for parameter in model.parameters())  # the model itself is untouched
+
+    # retraining moves the guide and nothing of the model: the same weights, the same joint density
+    retrained, run = gap.retrain_guide(model, data.train, data.valid, k=2, epochs=2, lr=1e-3, ema=None)
+    assert len(run.history["valid_loss"]) == 2
+    weights, before = dict(retrained.named_parameters()), dict(model.named_parameters())
+    assert all(torch.equal(weights[name], before[name]) for name in frozen)
+    assert any(not torch.equal(weights[name], before[name]) for name in trained)
+    x = data.valid[:8]
+    guide_trace = pyro.poutine.trace(model.guide).get_trace(x)
+    densities = [pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_trace)).get_trace(x).log_prob_sum()
+                 for m in (model, retrained)]
+    assert torch.allclose(densities[0], densities[1], rtol=1e-6)
+
+    # the report: each row's figure and paired difference, on the same validation images
+    report_args = SimpleNamespace(checkpoint_dir=str(tmp_path / "run"), epoch=None, num_valid=8, num_samples=4, k=2,
+                                  epochs=1, lr=1e-3, ema=0.0, refine=2, device="cpu", no_progress=True)
+    text = gap.report(report_args, data)
+    images8 = pg.datasets.random_subset(data.valid, 8)
+    amortized = gap.scores(model, images8, 4)
+    again, _ = gap.retrain_guide(model, data.train, data.valid, k=2, epochs=1, lr=1e-3, ema=None)
+    for label, values in (("trained again", gap.scores(again, images8, 4)), ("refined (2 steps)",
+                                                                            gap.scores(model, images8, 4, refine=2))):
+        line = next(line for line in text.splitlines() if label in line)
+        mean, stderr = script.mean_and_stderr(values)
+        difference, paired = script.paired_difference(values, amortized)
+        assert line.split()[-6:] == [f"{mean:.3f}", "±", f"{stderr:.3f}", f"{difference:+.3f}", "±", f"{paired:.3f}"]
+    assert f"{script.mean_and_stderr(amortized)[0]:8.3f}" in text.splitlines()[1]
+    assert "validation -IWAE (k = 2) on all 20 validation images" in text
