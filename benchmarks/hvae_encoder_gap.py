@@ -70,6 +70,7 @@ def with_model_fixed(model, x: torch.Tensor):
     """A copy of ``model`` whose generative part is fixed: a VampPrior replaced by the mixture it
     is, and every parameter of the model's density frozen; what still trains is the guide's."""
     fixed = copy.deepcopy(model)
+    x = x.to(next(fixed.parameters()).device)
     if isinstance(fixed.prior, pg.distributions.VampPrior):
         with torch.no_grad():
             fixed.prior = FixedMixture(fixed.prior())

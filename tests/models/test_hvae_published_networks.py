@@ -396,3 +396,20 @@ def test_the_guide_retrains_with_the_model_and_its_vampprior_fixed(script, gap, 
         assert line.split()[-6:] == [f"{mean:.3f}", "±", f"{stderr:.3f}", f"{difference:+.3f}", "±", f"{paired:.3f}"]
     assert f"{script.mean_and_stderr(amortized)[0]:8.3f}" in text.splitlines()[1]
     assert "validation -IWAE (k = 2) on all 20 validation images" in text
+
+
+def test_retraining_refuses_a_guide_with_no_parameters_of_its_own(gap):
+    class Shared(torch.nn.Module):  # one weight, read by the model and the guide alike
+        def __init__(self):
+            super().__init__()
+            self.prior, self.weight = torch.nn.Identity(), torch.nn.Parameter(torch.ones(()))
+
+        def model(self, x):
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros_like(x), 1.0).to_event(1))
+            pyro.sample("x", pyro.distributions.Normal(self.weight * z, 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            pyro.sample("z", pyro.distributions.Normal(self.weight * x, 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match=r"the guide has no parameters of its own to train: every parameter is the model's"):
+        gap.with_model_fixed(Shared(), torch.ones(4, 3))
