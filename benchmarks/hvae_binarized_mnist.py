@@ -549,6 +549,13 @@ def scored_checkpoint(folder: Path, epoch: int | None) -> Path:
     return path
 
 
+def iwae_scores(model, images: torch.Tensor, num_samples: int, refine: int = 0) -> torch.Tensor:
+    """Per-image NLL bounds (nats) by IWAE with ``num_samples`` draws from seed 0 (``refine``:
+    each proposal refined first), so that two models read on the same images pair up."""
+    estimate = pg.log_likelihood(model, images, method="iwae", num_samples=num_samples, seed=0, refine=refine)
+    return -estimate.pointwise.double().cpu()
+
+
 def validate(args, data):
     """Two runs' models (or one) on the same random validation images by the IWAE bound with
     ``--num-samples`` draws, at one epoch or at their best, and the paired difference. Each
@@ -561,8 +568,7 @@ def validate(args, data):
     for folder in folders:
         path = scored_checkpoint(folder, args.epoch)
         model, _ = trained_model(path, architecture_of(trained_run(folder).config), data.info)
-        estimate = pg.log_likelihood(model.to(device), images, method="iwae", num_samples=args.num_samples, seed=0)
-        scores.append(-estimate.pointwise.double().cpu())
+        scores.append(iwae_scores(model.to(device), images, args.num_samples))
     at = f"epoch {args.epoch}" if args.epoch is not None else "the best epoch"
     heading = (f"validation NLL (nats), -IWAE with k = {args.num_samples} on the same {len(images)} validation "
                f"images, at {at}")

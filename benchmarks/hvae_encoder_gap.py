@@ -91,13 +91,6 @@ def retrain_guide(model, train: torch.Tensor, valid: torch.Tensor, *, k: int, ep
     return fixed, run
 
 
-def scores(model, images: torch.Tensor, num_samples: int, refine: int = 0) -> torch.Tensor:
-    """Per-image NLL bounds (nats) by IWAE with ``num_samples`` draws (``refine``: each proposal
-    refined first), drawn from seed 0 as ``validate`` draws them."""
-    estimate = pg.log_likelihood(model, images, method="iwae", num_samples=num_samples, seed=0, refine=refine)
-    return -estimate.pointwise.double().cpu()
-
-
 def report(args, data) -> str:
     folder = Path(args.checkpoint_dir)
     path = recipe.scored_checkpoint(folder, args.epoch)
@@ -105,20 +98,20 @@ def report(args, data) -> str:
     device = pg.infer.resolve_device(args.device)
     model = model.to(device)
     images = pg.datasets.random_subset(data.valid, args.num_valid)
-    rows = [("the guide trained with the model", scores(model, images, args.num_samples))]
+    rows = [("the guide trained with the model", recipe.iwae_scores(model, images, args.num_samples))]
     lines = []
     if args.epochs:
         before = -pg.log_likelihood(model, data.valid, method="iwae", num_samples=args.k, seed=0).mean
         retrained, run = retrain_guide(model, data.train, data.valid, k=args.k, epochs=args.epochs, lr=args.lr,
                                        ema=args.ema or None, device=device, progress=not args.no_progress)
         rows.append((f"the guide trained again, the model fixed (DReG-{args.k}, {args.epochs} epoch{'s' * (args.epochs != 1)})",
-                     scores(retrained, images, args.num_samples)))
+                     recipe.iwae_scores(retrained, images, args.num_samples)))
         by_epoch = " ".join(f"{value:.3f}" for value in run.history["valid_loss"])
         lines.append(f"retraining the guide: validation -IWAE (k = {args.k}) on all {len(data.valid)} validation "
                      f"images {before:.3f} before, then by epoch {by_epoch}")
     if args.refine:
         rows.append((f"each image's proposal refined ({args.refine} steps)",
-                     scores(model, images, args.num_samples, args.refine)))
+                     recipe.iwae_scores(model, images, args.num_samples, args.refine)))
     at = f"epoch {args.epoch}" if args.epoch is not None else "its best epoch"
     heading = [(f"{folder} at {at}: validation NLL (nats), -IWAE with k = {args.num_samples} on the same "
                 f"{len(images)} validation images; differences against the first row, paired")]

@@ -386,10 +386,10 @@ def test_the_guide_retrains_with_the_model_and_its_vampprior_fixed(script, gap, 
                                   epochs=1, lr=1e-3, ema=0.0, refine=2, device="cpu", no_progress=True)
     text = gap.report(report_args, data)
     images8 = pg.datasets.random_subset(data.valid, 8)
-    amortized = gap.scores(model, images8, 4)
+    amortized = script.iwae_scores(model, images8, 4)
     again, _ = gap.retrain_guide(model, data.train, data.valid, k=2, epochs=1, lr=1e-3, ema=None)
-    for label, values in (("trained again", gap.scores(again, images8, 4)), ("refined (2 steps)",
-                                                                            gap.scores(model, images8, 4, refine=2))):
+    for label, values in (("trained again", script.iwae_scores(again, images8, 4)), ("refined (2 steps)",
+                                                                            script.iwae_scores(model, images8, 4, refine=2))):
         line = next(line for line in text.splitlines() if label in line)
         mean, stderr = script.mean_and_stderr(values)
         difference, paired = script.paired_difference(values, amortized)
